@@ -1,0 +1,271 @@
+"""Tests of build_examples against an independent pure-Python reference of the paper's rules."""
+
+import bisect
+import collections
+import csv
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfrs_youtube.data import (
+    ExampleSet,
+    WatchLog,
+    build_examples,
+    generate_synthetic_log,
+    load_movielens,
+)
+
+
+def _reference(watch_rows, search_rows, max_history, max_search_tokens=50):
+    """Plain-Python rules over raw rows (user, video, ts) in their original order."""
+    by_user = collections.defaultdict(list)
+    for order, (user, video, ts) in enumerate(watch_rows):
+        by_user[user].append((float(ts), order, video))
+    for events in by_user.values():
+        events.sort()  # by time, then original order
+    times = {user: [t for t, _, _ in events] for user, events in by_user.items()}
+    searches = collections.defaultdict(list)
+    for user, ts, query in search_rows:
+        searches[user].append((float(ts), query))
+
+    def context(user, ts):
+        k = bisect.bisect_left(times[user], ts)  # strictly before ts
+        history = [v for _, _, v in by_user[user][max(0, k - max_history) : k]]
+        queries = [q for t, q in sorted(searches[user], key=lambda e: e[0]) if t < ts]
+        bag = []
+        for q in queries[-max_history:]:
+            words = q.lower().split()
+            bag += words + [a + "_" + b for a, b in zip(words, words[1:])]
+        return history, bag[-max_search_tokens:] if bag else []
+
+    return by_user, times, context
+
+
+def _log_rows(log):
+    w, s = log.watches, log.searches
+    watch_rows = list(zip(w["user_id"], w["video_id"], w["timestamp"]))
+    search_rows = [] if s is None else list(zip(s["user_id"], s["timestamp"], s["search_query"]))
+    return watch_rows, search_rows
+
+
+def _pad(values, width):
+    return list(values) + [""] * (width - len(values))
+
+
+@pytest.fixture(scope="module")
+def ml100k_log(ml100k_path):
+    return load_movielens(ml100k_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_log():
+    return generate_synthetic_log("tiny", seed=3).log
+
+
+def _check_against_reference(rows, data, max_history, max_search_tokens=50):
+    by_user, times, context = _reference(*rows, max_history, max_search_tokens)
+    train = data.train.features
+    # Labels: every watch but each multi-watch user's last, with at least one earlier watch.
+    n_expected = sum(
+        bisect.bisect_left(times[user], t) >= 1
+        for user, events in by_user.items()
+        for t, _, _ in (events[:-1] if len(events) >= 2 else events)
+    )
+    assert len(data.train) == n_expected
+    for i in range(len(data.train)):
+        history, bag = context(train["user_id"][i], train["timestamp"][i])
+        assert train["watch_history"][i].tolist() == _pad(history, max_history)
+        if "search_tokens" in train:
+            assert train["search_tokens"][i].tolist() == _pad(bag, max_search_tokens)
+    holdout = data.holdout.features
+    assert len(data.holdout) == sum(len(e) >= 2 for e in by_user.values())
+    for i, user in enumerate(holdout["user_id"]):
+        events = by_user[user]
+        last_ts, _, last_video = events[-1]
+        assert (holdout["label"][i], holdout["timestamp"][i]) == (last_video, last_ts)
+        history, _ = context(user, last_ts)
+        assert holdout["watch_history"][i].tolist() == _pad(history, max_history)
+        expected_seen = [v for _, _, v in events[:-1] if v != last_video]
+        assert data.holdout.seen[i].tolist() == expected_seen
+
+
+def test_ml100k_matches_reference_and_never_peeks(ml100k_log, ml100k_path):
+    data = build_examples(ml100k_log, max_history=50)
+    with open(ml100k_path / "ml-100k.inter", newline="") as f:  # raw file order, not ours
+        raw = [(r[0], r[1], float(r[3])) for r in list(csv.reader(f, delimiter="\t"))[1:]]
+    _check_against_reference((raw, []), data, 50)
+    # Direct check on the raw log: every context watch happened strictly before its label.
+    when = dict(zip(zip(ml100k_log.watches["user_id"], ml100k_log.watches["video_id"]),
+                    ml100k_log.watches["timestamp"]))  # fmt: skip
+    for examples in (data.train, data.holdout):
+        f = examples.features
+        for user, history, ts in zip(f["user_id"], f["watch_history"], f["timestamp"]):
+            context_times = [when[(user, v)] for v in history if v != ""]
+            assert all(t < ts for t in context_times)
+            assert context_times == sorted(context_times)  # oldest first
+    # ml-100k has ties: labels whose timestamp equals their predecessor's lose that watch.
+    assert len(data.train) + len(data.holdout) < len(ml100k_log)
+
+
+def test_synthetic_with_searches_matches_reference(tiny_log):
+    data = build_examples(tiny_log, max_history=5, max_search_tokens=7)
+    _check_against_reference(_log_rows(tiny_log), data, 5, 7)
+    assert data.train.features["search_tokens"].shape == (len(data.train), 7)
+
+
+def test_history_window_and_ties_by_hand():
+    # user a: x@1, y@2, z@2, w@3, v@4 -> holdout v; y and z share ts 2 so neither sees the other.
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 5 + ["b"],
+                                 "video_id": ["x", "y", "z", "w", "v", "q"],
+                                 "timestamp": [1, 2, 2, 3, 4, 9]}))  # fmt: skip
+    data = build_examples(log, max_history=2)
+    f = data.train.features
+    assert f["label"].tolist() == ["y", "z", "w"]  # x has no context, b has one watch only
+    assert f["watch_history"].tolist() == [["x", ""], ["x", ""], ["y", "z"]]
+    assert data.holdout.features["label"].tolist() == ["v"]
+    assert data.holdout.features["watch_history"].tolist() == [["z", "w"]]
+    assert data.holdout.seen[0].tolist() == ["x", "y", "z", "w"]
+    assert len(build_examples(log, min_history=0).train) == 5  # x and q join
+    assert len(build_examples(log, min_history=2).train) == 1  # only w has 2 earlier watches
+    no_holdout = build_examples(log, holdout=None)
+    assert len(no_holdout.holdout) == 0 and no_holdout.train.features["label"][-1] == "v"
+
+
+def test_example_age_by_hand():
+    # Training watches span [10, 50] (the holdout at 90 is outside the window).
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 4, "video_id": ["p", "q", "r", "s"],
+                                 "timestamp": [10, 20, 50, 90]}))  # fmt: skip
+    data = build_examples(log)
+    assert data.window == (10.0, 50.0)
+    # q at 20: (50 - 20) / (50 - 10) = 0.75; r at 50: 0.
+    np.testing.assert_allclose(data.train.features["example_age"], [0.75, 0.0])
+    assert data.train.features["example_age"].dtype == np.float32
+    assert data.holdout.features["example_age"].tolist() == [0.0]
+
+
+def test_example_age_decreases_with_time(ml100k_log):
+    data = build_examples(ml100k_log)
+    age, ts = data.train.features["example_age"], data.train.features["timestamp"]
+    assert age.min() >= 0 and age.max() <= 1
+    order = np.argsort(ts, kind="stable")
+    assert (np.diff(age[order]) <= 0).all() and age[order][0] > 0.99
+    start, end = data.window
+    np.testing.assert_allclose(age, (end - ts) / (end - start), rtol=1e-6, atol=1e-7)
+
+
+def test_examples_per_user_cap(ml100k_log):
+    full = build_examples(ml100k_log)
+    capped = build_examples(ml100k_log, examples_per_user=5, seed=1)
+    per_user = collections.Counter(capped.train.features["user_id"])
+    eligible = collections.Counter(full.train.features["user_id"])
+    assert per_user == {u: min(5, c) for u, c in eligible.items()}
+    pairs = set(zip(full.train.features["user_id"], full.train.features["label"]))
+    assert set(zip(capped.train.features["user_id"], capped.train.features["label"])) <= pairs
+    again = build_examples(ml100k_log, examples_per_user=5, seed=1).train.features["label"]
+    other = build_examples(ml100k_log, examples_per_user=5, seed=2).train.features["label"]
+    assert again.tolist() == capped.train.features["label"].tolist()
+    assert other.tolist() != again.tolist()
+    assert len(capped.holdout) == len(full.holdout) == 943
+
+
+def test_search_token_bag_by_hand():
+    watches = pd.DataFrame({"user_id": ["a"] * 3, "video_id": ["x", "y", "z"],
+                            "timestamp": [10, 20, 30]})  # fmt: skip
+    searches = pd.DataFrame({"user_id": ["a", "a", "a"], "timestamp": [5, 20, 15],
+                             "search_query": ["Funny  CATS video", "late", "dogs"]})  # fmt: skip
+    data = build_examples(WatchLog(watches, searches), max_search_tokens=6)
+    bag = data.train.features["search_tokens"]
+    # label y@20: only "Funny CATS video"@5 and "dogs"@15; "late"@20 is not strictly before.
+    assert bag.tolist() == [["funny", "cats", "video", "funny_cats", "cats_video", "dogs"]]
+    assert data.holdout.features["search_tokens"].tolist() == [
+        ["cats", "video", "funny_cats", "cats_video", "dogs", "late"]  # most recent 6 kept
+    ]
+    assert sorted(data.search_vocab.ids) == sorted(set(bag.ravel()))
+    limited = build_examples(WatchLog(watches, searches), max_history=1, max_search_tokens=4)
+    assert limited.holdout.features["search_tokens"].tolist() == [["late", "", "", ""]]
+    assert "search_tokens" not in build_examples(WatchLog(watches)).train.features
+
+
+def test_user_features_and_vocabularies():
+    watches = pd.DataFrame({"user_id": ["a", "a", "a", "b", "b", "c", "c"],
+                            "video_id": ["x", "y", "only_held", "x", "z", "y", "x"],
+                            "timestamp": [1, 2, 3, 1, 2, 1, 2]})  # fmt: skip
+    users = pd.DataFrame({"user_id": ["a", "b", "d"], "geo": ["US", None, "FR"],
+                          "age": [20.0, np.nan, 40.0],
+                          "logged_in": [True, False, True]})  # fmt: skip
+    data = build_examples(WatchLog(watches, users=users))
+    f = data.train.features
+    assert f["user_id"].tolist() == ["a"]  # b and c have one training label with context: none
+    h = data.holdout.features
+    assert h["user_id"].tolist() == ["a", "b", "c"]
+    assert h["geo"].tolist() == ["US", "", ""]  # missing value and unknown user -> ""
+    assert h["age"].tolist() == [20.0, 0.0, 0.0] and h["age"].dtype == np.float32
+    assert h["logged_in"].tolist() == [1.0, 0.0, 0.0]
+    # Training watches: a: x, y; b: x; c: y -> x=2, y=2; held out only: only_held, z.
+    assert data.video_vocab.ids.tolist() == ["x", "y", "only_held", "z"]
+    assert data.video_vocab.counts.tolist() == [2, 2, 0, 0]
+    assert data.categorical_vocabs["geo"].ids.tolist() == ["FR", "US"]
+    assert set(data.numeric_quantiles) == {"age", "logged_in"}
+    np.testing.assert_allclose(data.numeric_quantiles["age"][[0, 50, 100]], [20.0, 30.0, 40.0])
+    assert data.numeric_quantiles["age"].shape == (101,) and data.search_vocab is None
+    bad = users.rename(columns={"geo": "label"})
+    with pytest.raises(ValueError, match=r"User feature column 'label' clashes"):
+        build_examples(WatchLog(watches, users=bad))
+
+
+def test_synthetic_default_shapes():
+    log = generate_synthetic_log("default", seed=0).log
+    data = build_examples(log, examples_per_user=20)
+    f = data.train.features
+    assert f["watch_history"].shape == (len(data.train), 50)
+    assert f["search_tokens"].shape == (len(data.train), 50)
+    assert {"geo", "device", "gender", "age", "logged_in"} <= set(f)
+    assert len(data.holdout) == sum(log.watches.groupby("user_id").size() >= 2)
+    assert len(data.video_vocab) == log.num_videos
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_history=0), r"`max_history` must be an int >= 1. Received: max_history=0"),
+        (dict(examples_per_user=0), r"`examples_per_user` must be an int >= 1.*=0"),
+        (dict(max_search_tokens=0), r"`max_search_tokens` must be an int >= 1.*=0"),
+        (dict(min_history=-1), r"`min_history` must be an int >= 0.*=-1"),
+        (dict(holdout="random"), r"`holdout` must be \"last\" or None. Received: holdout='random'"),
+    ],
+)
+def test_argument_errors(tiny_log, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build_examples(tiny_log, **kwargs)
+
+
+def test_log_type_error():
+    with pytest.raises(TypeError, match="`log` must be a WatchLog.*DataFrame"):
+        build_examples(pd.DataFrame({"user_id": [1]}))
+
+
+def test_to_dataset(tiny_log):
+    import tensorflow as tf
+
+    data = build_examples(tiny_log, max_history=4)
+    train = data.train
+    single = next(iter(train.to_dataset()))
+    assert single["watch_history"].dtype == tf.string and single["watch_history"].shape == (4,)
+    assert single["example_age"].dtype == tf.float32 and single["age"].dtype == tf.float32
+    assert single["label"].numpy().decode() == train.features["label"][0]
+    keys = ["watch_history", "label"]
+    batches = list(train.to_dataset(batch_size=64, keys=keys))
+    assert set(batches[0]) == set(keys) and batches[0]["watch_history"].shape == (64, 4)
+    assert sum(int(b["label"].shape[0]) for b in batches) == len(train)
+    first = next(iter(train.to_dataset(batch_size=64, shuffle=True, seed=3, keys=keys)))
+    same = next(iter(train.to_dataset(batch_size=64, shuffle=True, seed=3, keys=keys)))
+    assert first["label"].numpy().tolist() == same["label"].numpy().tolist()
+    shuffled = sorted(b.decode() for b in first["label"].numpy())
+    assert shuffled != sorted(train.features["label"][:64].tolist())
+    with pytest.raises(ValueError, match=r"Unknown `keys` \['nope'\]"):
+        train.to_dataset(keys=["nope"])
+    with pytest.raises(ValueError, match="`batch_size` must be >= 1 or None. Received: 0"):
+        train.to_dataset(batch_size=0)
+    empty = ExampleSet({"label": np.array([], dtype=object)})
+    assert len(empty) == 0

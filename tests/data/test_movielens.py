@@ -1,0 +1,124 @@
+"""Tests of the MovieLens loaders (real ml-100k and small files of every layout) and download."""
+
+import collections
+import csv
+import hashlib
+import zipfile
+
+import numpy as np
+import pytest
+
+from tfrs_youtube.data import MOVIELENS_ARCHIVES, download_movielens, load_movielens
+
+U_DATA = "1\t10\t5\t881250949\n2\t10\t3\t881250950\n1\t20\t4\t881250948\n"
+U_USER = "1|24|M|technician|85711\n2|53|F|other|94043\n"
+
+
+def test_ml100k_recbole(ml100k_path):
+    log = load_movielens(ml100k_path)
+    assert len(log) == 100_000 and log.num_users == 943 and log.num_videos == 1682
+    # Independent count with the csv module: ratings per user and the time range.
+    with open(ml100k_path / "ml-100k.inter", newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))[1:]
+    per_user = collections.Counter(r[0] for r in rows)
+    counts = log.watches.groupby("user_id").size()
+    assert counts.to_dict() == dict(per_user)
+    times = [float(r[3]) for r in rows]
+    assert log.time_range == (min(times), max(times))
+    assert sorted(log.watches["rating"].unique().tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    users = log.users
+    assert list(users.columns) == ["user_id", "age", "gender", "occupation"]
+    assert len(users) == 943 and users["age"].dtype == np.float64
+    first = users.set_index("user_id").loc["1"]
+    assert (first["age"], first["gender"], first["occupation"]) == (24.0, "M", "technician")
+    assert set(users["gender"]) == {"M", "F"}
+    # Pointing at the file gives the same log.
+    again = load_movielens(ml100k_path / "ml-100k.inter")
+    assert again.watches.equals(log.watches)
+
+
+def test_u_data_and_u_user(tmp_path):
+    (tmp_path / "u.data").write_text(U_DATA)
+    (tmp_path / "u.user").write_text(U_USER)
+    log = load_movielens(tmp_path)
+    assert log.watches[["user_id", "video_id"]].values.tolist() == [["1", "20"], ["1", "10"],
+                                                                    ["2", "10"]]  # fmt: skip
+    assert log.watches["timestamp"].tolist() == [881250948.0, 881250949.0, 881250950.0]
+    assert log.watches["rating"].tolist() == [4.0, 5.0, 3.0]
+    assert log.users.values.tolist() == [["1", 24.0, "M", "technician"],
+                                         ["2", 53.0, "F", "other"]]  # fmt: skip
+    assert load_movielens(tmp_path / "u.data").users is not None
+
+
+def test_ratings_dat_and_users_dat(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::1193::5::978300760\n1::661::3::978302109\n"
+                                          "2::1357::5::978298709\n")  # fmt: skip
+    (tmp_path / "users.dat").write_text("1::F::1::10::48067\n2::M::56::16::70072\n")
+    log = load_movielens(tmp_path / "ratings.dat")
+    assert log.watches["video_id"].tolist() == ["1193", "661", "1357"]
+    assert log.watches["rating"].tolist() == [5.0, 3.0, 5.0]
+    assert log.users.values.tolist() == [["1", 1.0, "F", "10"], ["2", 56.0, "M", "16"]]
+
+
+def test_ratings_csv(tmp_path):
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n"
+        "7,31,4.5,1260759100\n"
+    )
+    log = load_movielens(tmp_path)
+    assert log.watches["video_id"].tolist() == ["31", "1029", "31"]
+    assert log.watches["rating"].tolist() == [2.5, 3.0, 4.5]
+    assert log.users is None and log.num_users == 2
+
+
+def test_unknown_layout_and_missing_path(tmp_path):
+    (tmp_path / "movies.txt").write_text("nothing")
+    with pytest.raises(ValueError, match=r"accepted file names.*u\.data.*ratings\.dat.*"
+                                         r"ratings\.csv.*\*\.inter.*Received: path="):  # fmt: skip
+        load_movielens(tmp_path)
+    with pytest.raises(ValueError, match="accepted file names"):
+        load_movielens(tmp_path / "movies.txt")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_movielens(tmp_path / "absent")
+
+
+def _archive(tmp_path):
+    archive = tmp_path / "mirror" / "ml-100k.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-100k/u.data", U_DATA)
+        zf.writestr("ml-100k/u.user", U_USER)
+    return archive, hashlib.sha256(archive.read_bytes()).hexdigest()
+
+
+def test_download_extracts_verifies_and_caches(tmp_path):
+    archive, digest = _archive(tmp_path)
+    cache = tmp_path / "cache"
+    folder = download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri(), sha256=digest)
+    assert folder == cache / "ml-100k"
+    assert sorted(p.name for p in folder.iterdir()) == ["u.data", "u.user"]
+    assert sorted(p.name for p in cache.iterdir()) == ["ml-100k"]  # no temp files left
+    assert len(load_movielens(folder)) == 3
+    archive.unlink()  # a second call must not download again
+    assert download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri()) == folder
+
+
+def test_download_checksum_mismatch_leaves_nothing(tmp_path):
+    archive, digest = _archive(tmp_path)
+    cache = tmp_path / "cache"
+    wrong = "0" * 64
+    with pytest.raises(ValueError, match=f"expected {wrong}, got {digest}"):
+        download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri(), sha256=wrong)
+    assert list(cache.iterdir()) == []
+    # The table's real ml-100k checksum also rejects this fake archive.
+    with pytest.raises(ValueError, match=f"expected {MOVIELENS_ARCHIVES['ml-100k'][1]}"):
+        download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri())
+    assert list(cache.iterdir()) == []
+
+
+def test_unknown_archive_name_and_checksum_table(tmp_path):
+    with pytest.raises(ValueError, match=r"Unknown MovieLens archive 'ml-7m'.*'ml-100k'"):
+        download_movielens("ml-7m", cache_dir=tmp_path)
+    assert {"ml-100k", "ml-1m", "ml-latest-small", "ml-20m", "ml-25m"} <= set(MOVIELENS_ARCHIVES)
+    for size, digest in MOVIELENS_ARCHIVES.values():
+        assert size > 900_000 and len(digest) == 64 and int(digest, 16) >= 0

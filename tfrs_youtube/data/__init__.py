@@ -1,0 +1,67 @@
+"""Watch logs and the paper's training examples (DESIGN.md section 4).
+
+Sources produce a `WatchLog` (`load_movielens`, `generate_synthetic_log`, or your own
+DataFrames); `build_examples` turns it into training and holdout examples with the
+vocabularies the model needs. Pure NumPy/pandas: TensorFlow is only imported by
+`ExampleSet.to_dataset`.
+"""
+
+from tfrs_youtube.data.examples import (
+    EXAMPLE_AGE,
+    LABEL,
+    SEARCH_TOKENS,
+    WATCH_HISTORY,
+    ExampleSet,
+    TrainingData,
+    build_examples,
+)
+from tfrs_youtube.data.movielens import MOVIELENS_ARCHIVES, download_movielens, load_movielens
+from tfrs_youtube.data.schema import (
+    AGE,
+    DEVICE,
+    GENDER,
+    GEO,
+    LOGGED_IN,
+    SEARCH_QUERY,
+    TIMESTAMP,
+    USER_FEATURES,
+    USER_ID,
+    VIDEO_ID,
+    WatchLog,
+)
+from tfrs_youtube.data.synthetic import (
+    SyntheticConfig,
+    SyntheticLog,
+    SyntheticTruth,
+    generate_synthetic_log,
+)
+from tfrs_youtube.data.vocab import Vocabulary
+
+__all__ = [
+    "AGE",
+    "DEVICE",
+    "EXAMPLE_AGE",
+    "GENDER",
+    "GEO",
+    "LABEL",
+    "LOGGED_IN",
+    "MOVIELENS_ARCHIVES",
+    "SEARCH_QUERY",
+    "SEARCH_TOKENS",
+    "TIMESTAMP",
+    "USER_FEATURES",
+    "USER_ID",
+    "VIDEO_ID",
+    "WATCH_HISTORY",
+    "ExampleSet",
+    "SyntheticConfig",
+    "SyntheticLog",
+    "SyntheticTruth",
+    "TrainingData",
+    "Vocabulary",
+    "WatchLog",
+    "build_examples",
+    "download_movielens",
+    "generate_synthetic_log",
+    "load_movielens",
+]

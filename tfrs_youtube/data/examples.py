@@ -1,0 +1,344 @@
+"""Training and holdout examples from a watch log, by the paper's rules (section 3.4).
+
+Each label is one watch; its context is only what happened strictly before it (so the model
+never peeks at the future), at most `max_history` recent watches and search queries, queries
+as an unordered bag of unigrams and bigrams. The holdout is each user's last watch.
+Everything is vectorized over the sorted log: per-user offsets, run starts of equal timestamps
+and fancy indexing, no Python loop over watches or users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tfrs_youtube.data.schema import SEARCH_QUERY, TIMESTAMP, USER_ID, VIDEO_ID, WatchLog
+from tfrs_youtube.data.vocab import Vocabulary
+
+__all__ = [
+    "WATCH_HISTORY",
+    "SEARCH_TOKENS",
+    "EXAMPLE_AGE",
+    "LABEL",
+    "ExampleSet",
+    "TrainingData",
+    "build_examples",
+]
+
+WATCH_HISTORY = "watch_history"
+SEARCH_TOKENS = "search_tokens"
+EXAMPLE_AGE = "example_age"
+LABEL = "label"
+_RESERVED = (WATCH_HISTORY, SEARCH_TOKENS, EXAMPLE_AGE, LABEL, USER_ID, TIMESTAMP)
+_NUM_QUANTILES = 101
+
+
+@dataclasses.dataclass
+class ExampleSet:
+    """Examples as a dict of equally long NumPy arrays.
+
+    Attributes:
+        features: `watch_history` (n, max_history) str, oldest first, "" pads on the right;
+            `search_tokens` (n, max_search_tokens) str (only when the log has searches);
+            `example_age` (n,) float32 in [0, 1]; one (n,) array per user feature (str for
+            categorical, float32 for numeric); `label` (n,) str; `user_id` (n,) str;
+            `timestamp` (n,) float64.
+        seen: holdout only: for each example, every earlier watch of the user (not only the
+            last `max_history`), in order, except the label video itself, so evaluation can
+            exclude watched videos and a re-watched label stays rankable. None otherwise.
+    """
+
+    features: dict[str, np.ndarray]
+    seen: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.features[LABEL])
+
+    def to_dataset(
+        self,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        seed: int = 0,
+        keys: Sequence[str] | None = None,
+    ) -> Any:
+        """A `tf.data.Dataset` of feature dicts (tf.string and float32; `timestamp` float64).
+
+        Args:
+            batch_size: batch the examples. Defaults to None (single examples).
+            shuffle: shuffle all examples, differently each epoch. Defaults to False.
+            seed: shuffle seed. Defaults to 0.
+            keys: the features to include. Defaults to all.
+
+        Raises:
+            ValueError: unknown keys or `batch_size` < 1.
+        """
+        import tensorflow as tf
+
+        keys = list(self.features) if keys is None else list(keys)
+        unknown = [k for k in keys if k not in self.features]
+        if unknown:
+            raise ValueError(
+                f"Unknown `keys` {unknown}; available: {sorted(self.features)}. Received: "
+                f"keys={keys}"
+            )
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"`batch_size` must be >= 1 or None. Received: {batch_size!r}")
+        tensors = {}
+        for key in keys:
+            value = self.features[key]
+            if value.dtype == object:
+                tensors[key] = tf.constant(value, dtype=tf.string)
+            else:
+                dtype = tf.float64 if key == TIMESTAMP else tf.float32
+                tensors[key] = tf.constant(value, dtype=dtype)
+        if not shuffle and batch_size is None:
+            return tf.data.Dataset.from_tensor_slices(tensors)
+        dataset = tf.data.Dataset.range(len(self))
+        if shuffle:
+            dataset = dataset.shuffle(max(len(self), 1), seed=seed, reshuffle_each_iteration=True)
+        if batch_size is not None:
+            dataset = dataset.batch(batch_size)
+        return dataset.map(lambda i: {k: tf.gather(t, i) for k, t in tensors.items()})
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Everything `build_examples` derives from a log.
+
+    Attributes:
+        train: the training `ExampleSet`.
+        holdout: the leave-last-out `ExampleSet` (with `seen`).
+        video_vocab: every video of the log; counts from the training watches only, so
+            videos watched only in the holdout have count 0.
+        search_vocab: tokens of the training examples, or None without searches.
+        categorical_vocabs: one `Vocabulary` per categorical user feature (counts over users).
+        numeric_quantiles: 101 quantiles (0%, 1%, ..., 100%) of each numeric user feature.
+        window: (start, end) time of the training watches, seconds.
+    """
+
+    train: ExampleSet
+    holdout: ExampleSet
+    video_vocab: Vocabulary
+    search_vocab: Vocabulary | None
+    categorical_vocabs: dict[str, Vocabulary]
+    numeric_quantiles: dict[str, np.ndarray]
+    window: tuple[float, float]
+
+
+def _windows(values: np.ndarray, ends: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
+    """Row i is values[ends[i] - counts[i] : ends[i]], left-aligned and padded with ""."""
+    columns = np.arange(width)
+    valid = columns[None, :] < counts[:, None]
+    out = np.full((len(ends), width), "", dtype=object)
+    out[valid] = values[((ends - counts)[:, None] + columns[None, :])[valid]]
+    return out
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
+
+
+def _search_tokens(searches: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Flat tokens of every search (unigrams, then "_"-joined bigrams) and CSR offsets."""
+    words = searches[SEARCH_QUERY].str.lower().str.split().explode().dropna()
+    owner = words.index.to_numpy(dtype=np.int64)
+    words = words.to_numpy(dtype=object)
+    pair = np.flatnonzero(owner[:-1] == owner[1:])
+    tokens = np.concatenate([words, words[pair] + "_" + words[pair + 1]])
+    owners = np.concatenate([owner, owner[pair]])
+    kind = np.r_[np.zeros(len(words)), np.ones(len(pair))]
+    order = np.lexsort((np.arange(len(tokens)), kind, owners))
+    offsets = np.searchsorted(owners[order], np.arange(len(searches) + 1))
+    return tokens[order], offsets
+
+
+def _user_columns(users: pd.DataFrame | None) -> dict[str, np.ndarray]:
+    """Each user feature as str (missing "") or float64 (missing NaN), in `users` row order."""
+    columns: dict[str, np.ndarray] = {}
+    for name in [] if users is None else users.columns:
+        if name == USER_ID:
+            continue
+        if name in _RESERVED:
+            raise ValueError(
+                f"User feature column {name!r} clashes with a reserved feature name "
+                f"{list(_RESERVED)}; rename it. Received: users columns {list(users.columns)}"
+            )
+        series = users[name]
+        if pd.api.types.is_bool_dtype(series) or pd.api.types.is_numeric_dtype(series):
+            columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            columns[name] = (
+                series.astype(object).where(series.notna(), "").astype(str).to_numpy(dtype=object)
+            )
+    return columns
+
+
+def build_examples(
+    log: WatchLog,
+    max_history: int = 50,
+    max_search_tokens: int = 50,
+    examples_per_user: int | None = None,
+    min_history: int = 1,
+    holdout: str | None = "last",
+    seed: int = 0,
+) -> TrainingData:
+    """Turns a watch log into training and holdout examples (paper section 3.4).
+
+    Every watch is a label except each user's last one, which is held out (for every user with
+    at least 2 watches, whatever its context length). A label's context is what happened
+    strictly before its timestamp (ties excluded): its most recent `max_history` watches,
+    oldest first, and the unigrams and bigrams of its most recent `max_history` search
+    queries, at most `max_search_tokens` of them (the most recent). `example_age` is
+    (end - t) / (end - start) over the training watches' time window, 0 for the holdout (as
+    at serving).
+
+    Args:
+        log: the `WatchLog`.
+        max_history: watches (and queries) of context kept. Defaults to 50 (paper).
+        max_search_tokens: width of `search_tokens`. Defaults to 50.
+        examples_per_user: keep at most this many training examples per user, chosen
+            uniformly at random (paper: a fixed number per user, so heavy users do not dominate
+            the loss). Defaults to None (all).
+        min_history: skip training labels with fewer earlier watches. Defaults to 1.
+        holdout: "last" (leave-last-out) or None (no holdout; every watch trains). Defaults
+            to "last".
+        seed: seed of the per-user subsampling. Defaults to 0.
+
+    Returns:
+        A `TrainingData`.
+
+    Raises:
+        TypeError: if `log` is not a `WatchLog`.
+        ValueError: for `max_history` < 1, `max_search_tokens` < 1, `examples_per_user` < 1,
+            `min_history` < 0, an unknown `holdout`, or a user feature named like a feature.
+
+    Example:
+
+    >>> import pandas as pd
+    >>> log = WatchLog(pd.DataFrame({"user_id": ["a"] * 4, "video_id": ["x", "y", "z", "w"],
+    ...                              "timestamp": [1, 2, 2, 3]}))
+    >>> data = build_examples(log, max_history=3)
+    >>> data.train.features["label"].tolist(), data.train.features["watch_history"].tolist()
+    (['y', 'z'], [['x', '', ''], ['x', '', '']])
+    >>> data.holdout.features["watch_history"].tolist(), data.holdout.seen[0].tolist()
+    ([['x', 'y', 'z']], ['x', 'y', 'z'])
+    """
+    if not isinstance(log, WatchLog):
+        raise TypeError(f"`log` must be a WatchLog. Received: log of type {type(log).__name__}")
+    _check_int("max_history", max_history, 1)
+    _check_int("max_search_tokens", max_search_tokens, 1)
+    if examples_per_user is not None:
+        _check_int("examples_per_user", examples_per_user, 1)
+    _check_int("min_history", min_history, 0)
+    if holdout not in ("last", None):
+        raise ValueError(f'`holdout` must be "last" or None. Received: holdout={holdout!r}')
+
+    watches = log.watches
+    users = watches[USER_ID].to_numpy(dtype=object)
+    videos = watches[VIDEO_ID].to_numpy(dtype=object)
+    times = watches[TIMESTAMP].to_numpy(dtype=np.float64)
+    n, positions = len(users), np.arange(len(users))
+    new_user = np.r_[True, users[1:] != users[:-1]]
+    group = np.cumsum(new_user) - 1
+    group_start = np.flatnonzero(new_user)
+    group_end = np.r_[group_start[1:], n]
+    user_start = group_start[group]
+    # First row of each run of equal (user, timestamp): the rows strictly before are the context.
+    run_start = np.maximum.accumulate(
+        np.where(new_user | np.r_[True, np.diff(times) != 0], positions, 0)
+    )
+    context = run_start - user_start
+
+    held = group_end[group_end - group_start >= 2] - 1 if holdout == "last" else np.array([], int)
+    is_held = np.zeros(n, dtype=bool)
+    is_held[held] = True
+    training = np.flatnonzero(~is_held)
+    start, end = float(times[training].min()), float(times[training].max())
+    labels = training[context[training] >= min_history]
+    if examples_per_user is not None:
+        keys = np.random.default_rng(seed).random(len(labels))
+        order = np.lexsort((keys, group[labels]))
+        first = np.searchsorted(group[labels][order], group[labels][order], side="left")
+        labels = np.sort(labels[order[np.arange(len(order)) - first < examples_per_user]])
+
+    search_ids = search_times = tokens = offsets = search_start = None
+    if log.searches is not None:
+        searches = log.searches.reset_index(drop=True)
+        search_ids = pd.Index(users[group_start]).get_indexer(searches[USER_ID].to_numpy(object))
+        search_times = searches[TIMESTAMP].to_numpy(dtype=np.float64)
+        keep = np.flatnonzero(search_ids >= 0)
+        keep = keep[np.lexsort((search_times[keep], search_ids[keep]))]
+        searches = searches.iloc[keep].reset_index(drop=True)
+        search_ids, search_times = search_ids[keep], search_times[keep]
+        tokens, offsets = _search_tokens(searches)
+        search_start = np.searchsorted(search_ids, np.arange(len(group_start)))
+
+    user_columns = _user_columns(log.users)
+    user_rows = None
+    if log.users is not None:
+        user_rows = pd.Index(log.users[USER_ID].to_numpy(dtype=object)).get_indexer(
+            users[group_start]
+        )
+
+    def example_set(rows: np.ndarray, ages: np.ndarray) -> ExampleSet:
+        counts = np.minimum(context[rows], max_history)
+        features = {WATCH_HISTORY: _windows(videos, run_start[rows], counts, max_history)}
+        if tokens is not None:
+            # Searches of the user before the label: sort labels after searches at equal times.
+            both = np.r_[search_ids, group[rows]]
+            is_search = np.r_[np.ones(len(search_ids), int), np.zeros(len(rows), int)]
+            order = np.lexsort((is_search, np.r_[search_times, times[rows]], both))
+            before = np.cumsum(is_search[order])[np.argsort(order)][len(search_ids) :]
+            first = np.maximum(search_start[group[rows]], before - max_history)
+            available = offsets[before] - offsets[first]
+            width = np.minimum(available, max_search_tokens)
+            features[SEARCH_TOKENS] = _windows(tokens, offsets[before], width, max_search_tokens)
+        features[EXAMPLE_AGE] = ages.astype(np.float32)
+        for name, values in user_columns.items():
+            where = user_rows[group[rows]]
+            if values.dtype == object:
+                features[name] = np.where(where >= 0, values[where], "").astype(object)
+            else:
+                picked = np.where(where >= 0, values[where], 0.0)
+                features[name] = np.nan_to_num(picked, nan=0.0).astype(np.float32)
+        features[LABEL] = videos[rows]
+        features[USER_ID] = users[rows]
+        features[TIMESTAMP] = times[rows]
+        return ExampleSet(features)
+
+    span = end - start
+    ages = np.clip((end - times[labels]) / span, 0.0, 1.0) if span > 0 else np.zeros(len(labels))
+    train = example_set(labels, ages)
+    holdout_set = example_set(held, np.zeros(len(held)))
+    earlier = np.flatnonzero(is_held[group_end[group] - 1] & ~is_held)
+    earlier = earlier[videos[earlier] != videos[group_end[group[earlier]] - 1]]
+    cuts = np.searchsorted(group[earlier], group[held], side="right")[:-1]
+    holdout_set.seen = np.split(videos[earlier], cuts) if len(held) else []
+
+    search_vocab = None
+    if tokens is not None:
+        bag = train.features[SEARCH_TOKENS]
+        search_vocab = Vocabulary.from_values(bag[bag != ""])
+    categorical, numeric = {}, {}
+    for name, values in user_columns.items():
+        if values.dtype == object:
+            categorical[name] = Vocabulary.from_values(values[values != ""])
+        else:
+            finite = values[~np.isnan(values)]
+            quantiles = np.linspace(0.0, 1.0, _NUM_QUANTILES)
+            numeric[name] = (
+                np.quantile(finite, quantiles) if len(finite) else np.zeros(_NUM_QUANTILES)
+            )
+    return TrainingData(
+        train=train,
+        holdout=holdout_set,
+        video_vocab=Vocabulary.from_values(videos[training], extra_ids=videos[held]),
+        search_vocab=search_vocab,
+        categorical_vocabs=categorical,
+        numeric_quantiles=numeric,
+        window=(start, end),
+    )
