@@ -1,0 +1,192 @@
+"""Tests of UserTower against NumPy matmul + ReLU with the layer's own weights."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_youtube.layers import UserTower
+
+RNG = np.random.default_rng(7)
+AGE = RNG.uniform(size=(4,)).astype(np.float32)  # rank 1: becomes one column
+WATCHES = RNG.normal(size=(4, 3)).astype(np.float32)
+GEO = RNG.normal(size=(4, 2)).astype(np.float32)
+
+
+def randomize(tower):
+    """Non-zero biases so that a missing bias would show."""
+    for layer in tower.dense_layers:
+        kernel, bias = layer.get_weights()
+        layer.set_weights([kernel, RNG.normal(size=bias.shape).astype(np.float32)])
+
+
+def reference(x, tower, activation=lambda z: np.maximum(z, 0.0), linear=False):
+    x = x.astype(np.float64)
+    for layer in tower.dense_layers:
+        kernel, bias = layer.get_weights()
+        x = x @ kernel + bias
+        if not linear:
+            x = activation(x)
+    return x
+
+
+def features_dict():
+    # Sorted key order: "age", "geo", "watches".
+    inputs = {"watches": WATCHES, "geo": GEO, "age": AGE}
+    concat = np.concatenate([AGE[:, None], GEO, WATCHES], axis=1)
+    return inputs, concat
+
+
+@pytest.mark.parametrize(
+    "depth, expected",
+    [(0, [256]), (1, [256]), (2, [512, 256]), (3, [1024, 512, 256]),
+     (4, [2048, 1024, 512, 256])],
+)
+def test_paper_presets(depth, expected):
+    assert UserTower.preset_units(depth) == expected
+    tower = UserTower(depth=depth)
+    assert tower.units == expected and tower.output_dim == 256
+
+
+def test_presets_scale_with_output_dim():
+    assert UserTower.preset_units(3, output_dim=32) == [128, 64, 32]
+    assert UserTower.preset_units(0, output_dim=32) == [32]
+    assert UserTower(depth=4, output_dim=8).units == [64, 32, 16, 8]
+
+
+def test_dict_inputs_match_numpy_relu_stack():
+    tower = UserTower(hidden_units=[8, 5])
+    inputs, concat = features_dict()
+    tower(inputs)
+    randomize(tower)
+    got = tower(inputs).numpy()
+    assert got.shape == (4, 5) and tower.output_dim == 5
+    np.testing.assert_allclose(got, reference(concat, tower), rtol=1e-5, atol=1e-6)
+    assert np.all(got >= 0)
+
+
+def test_list_and_single_tensor_inputs():
+    tower = UserTower(hidden_units=[6], activation="tanh")
+    got = tower([AGE, WATCHES]).numpy()
+    randomize(tower)
+    got = tower([AGE, WATCHES]).numpy()
+    concat = np.concatenate([AGE[:, None], WATCHES], axis=1)
+    np.testing.assert_allclose(got, reference(concat, tower, np.tanh), rtol=1e-5, atol=1e-6)
+    single = UserTower(hidden_units=[2])
+    assert single(tf.constant(WATCHES, tf.float64)).dtype == tf.float32
+
+
+def test_depth_zero_is_linear():
+    tower = UserTower(depth=0, output_dim=6)
+    inputs, concat = features_dict()
+    tower(inputs)
+    randomize(tower)
+    got = tower(inputs).numpy()
+    assert len(tower.dense_layers) == 1
+    assert np.any(got < 0)  # no ReLU: negative outputs survive
+    np.testing.assert_allclose(got, reference(concat, tower, linear=True), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_only_in_training_and_not_on_the_output():
+    tower = UserTower(hidden_units=[64, 4], dropout=0.5)
+    inputs, concat = features_dict()
+    inference = tower(inputs, training=False).numpy()
+    np.testing.assert_allclose(inference, reference(concat, tower), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(tower(inputs, training=True).numpy(), inference)
+    last_only = UserTower(hidden_units=[4], dropout=0.5)
+    np.testing.assert_array_equal(
+        last_only(inputs, training=True).numpy(), last_only(inputs, training=False).numpy()
+    )
+
+
+def test_regularizer_and_idempotent_build():
+    tower = UserTower(hidden_units=[4, 3], kernel_regularizer="l2", use_bias=False)
+    tower.build({"a": tf.TensorShape([None, 5]), "b": tf.TensorShape([None])})
+    kernels = [layer.kernel for layer in tower.dense_layers]
+    tower.build({"a": tf.TensorShape([None, 5]), "b": tf.TensorShape([None])})
+    assert [layer.kernel for layer in tower.dense_layers] == kernels
+    assert kernels[0].shape == (6, 4) and len(tower.weights) == 2
+    assert len(tower.losses) == 2
+
+
+def test_layers_do_not_share_initial_values():
+    tower = UserTower(hidden_units=[4, 4, 4])
+    tower(tf.zeros([1, 4]))
+    first, second = (layer.kernel.numpy() for layer in tower.dense_layers[:2])
+    assert not np.allclose(first, second)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(), "exactly one of"),
+        (dict(hidden_units=[4], depth=1), "hidden_units=\\[4\\], depth=1"),
+        (dict(depth=5), "depth=5"),
+        (dict(depth=-1), "depth=-1"),
+        (dict(depth=2, output_dim=0), "output_dim=0"),
+        (dict(hidden_units=[]), "hidden_units=\\[\\]"),
+        (dict(hidden_units=[8, 0]), "hidden_units=\\[8, 0\\]"),
+        (dict(hidden_units=[8, -2]), "non-empty list of positive ints"),
+        (dict(hidden_units=[8, 4], output_dim=8), "output_dim=8"),
+        (dict(depth=1, dropout=1.0), "dropout=1.0"),
+        (dict(depth=1, dropout=-0.1), "dropout=-0.1"),
+    ],
+)
+def test_invalid_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UserTower(**kwargs)
+
+
+def test_invalid_input_rank():
+    with pytest.raises(ValueError, match=r"\(batch_size, n\).*shape \(2, 3, 4\)"):
+        UserTower(depth=1, output_dim=2)(tf.zeros([2, 3, 4]))
+    with pytest.raises(ValueError, match="depth=7"):
+        UserTower.preset_units(7)
+
+
+def test_functional_model_with_dict_inputs():
+    inputs = {
+        "age": tf.keras.Input(shape=(), name="age"),
+        "geo": tf.keras.Input(shape=(2,), name="geo"),
+        "watches": tf.keras.Input(shape=(3,), name="watches"),
+    }
+    tower = UserTower(depth=2, output_dim=4)
+    model = tf.keras.Model(inputs, tower(inputs))
+    assert model.output_shape == (None, 4)
+    data, concat = features_dict()
+    np.testing.assert_allclose(model.predict(data, verbose=0), reference(concat, tower),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_config_round_trip():
+    tower = UserTower(hidden_units=[8, 3], activation="elu", dropout=0.25,
+                      kernel_regularizer="l1")
+    inputs, _ = features_dict()
+    expected = tower(inputs).numpy()
+    config = tower.get_config()
+    assert config["hidden_units"] == [8, 3] and config["depth"] is None
+    clone = UserTower.from_config(config)
+    clone(inputs)
+    clone.set_weights(tower.get_weights())
+    np.testing.assert_array_equal(clone(inputs).numpy(), expected)
+    assert clone.dropout == 0.25 and clone.activation is tf.keras.activations.elu
+    preset = UserTower.from_config(UserTower(depth=3, output_dim=16).get_config())
+    assert preset.units == [64, 32, 16] and preset.depth == 3
+    restored = tf.keras.layers.deserialize(tf.keras.layers.serialize(tower))
+    assert isinstance(restored, UserTower) and restored.units == [8, 3]
+
+
+def test_saved_model_round_trip(tmp_path):
+    tower = UserTower(depth=2, output_dim=4)
+    inputs, _ = features_dict()
+    expected = tower(inputs).numpy()
+    module = tf.Module()
+    module.tower = tower
+    module.serve = tf.function(
+        lambda age, geo, watches: tower({"age": age, "geo": geo, "watches": watches}),
+        input_signature=[tf.TensorSpec([None], tf.float32), tf.TensorSpec([None, 2], tf.float32),
+                         tf.TensorSpec([None, 3], tf.float32)],
+    )
+    tf.saved_model.save(module, str(tmp_path / "tower"))
+    loaded = tf.saved_model.load(str(tmp_path / "tower"))
+    got = loaded.serve(AGE, GEO, WATCHES).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
