@@ -1,0 +1,237 @@
+"""Tests of the negative samplers against NumPy references computed in float64."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_youtube.tasks import samplers
+
+NUM_DRAWS = 200_000
+
+
+def _frequency_check(ids: np.ndarray, expected_p: np.ndarray) -> None:
+    """Every class's empirical frequency lies within 5 binomial standard deviations of p."""
+    counts = np.bincount(ids, minlength=expected_p.shape[0])
+    assert counts.shape[0] == expected_p.shape[0], "drew an id outside [0, N)"
+    n = ids.shape[0]
+    sigma = np.sqrt(expected_p * (1.0 - expected_p) / n)
+    deviation = np.abs(counts / n - expected_p)
+    assert np.all(deviation <= 5.0 * sigma + 1e-12), np.max(deviation / (sigma + 1e-12))
+
+
+def _zipf(num_candidates: int) -> np.ndarray:
+    k = np.arange(num_candidates, dtype=np.float64)
+    return np.log((k + 2.0) / (k + 1.0)) / np.log(num_candidates + 1.0)
+
+
+COUNTS = np.array([50, 0, 20, 10, 7, 5, 3, 2, 2, 1, 0, 1], dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "name, expected_p",
+    [
+        ("uniform", np.full(12, 1.0 / 12)),
+        ("log_uniform", _zipf(12)),
+        ("unigram", COUNTS / COUNTS.sum()),
+    ],
+)
+def test_empirical_frequencies_match_p(name, expected_p):
+    sampler = samplers.get_sampler(name, 12, candidate_counts=COUNTS)
+    ids, log_q = sampler.sample(NUM_DRAWS, labels=tf.constant([0, 1]), seed=7)
+    assert ids.dtype == tf.int64 and log_q.dtype == tf.float32
+    assert ids.shape == (NUM_DRAWS,) and log_q.shape == (NUM_DRAWS,)
+    _frequency_check(ids.numpy(), expected_p)
+    # With replacement, Q_j = num_sampled * p_j exactly.
+    np.testing.assert_allclose(
+        log_q.numpy(), np.log(NUM_DRAWS * expected_p[ids.numpy()]), rtol=1e-6
+    )
+
+
+def test_unigram_distortion_frequencies_and_zero_counts_never_drawn():
+    sampler = samplers.get_sampler("unigram", 12, candidate_counts=COUNTS, unigram_distortion=0.5)
+    ids, _ = sampler.sample(NUM_DRAWS, labels=tf.constant([0]), seed=3)
+    weights = np.sqrt(COUNTS)
+    _frequency_check(ids.numpy(), weights / weights.sum())
+    assert not np.isin(ids.numpy(), [1, 10]).any()
+    # Count-0 classes: log p floored at log(float32 tiny) = log(2**-126), not -inf.
+    log_q = sampler.log_expected_count(tf.constant([1]), 1, tf.constant([0]))
+    np.testing.assert_allclose(log_q.numpy(), [-126 * np.log(2.0)], rtol=1e-6)
+
+
+def test_log_uniform_tail_log_expected_count_is_exact_at_one_million():
+    n, s = 1_000_000, 8192
+    sampler = samplers.get_sampler("log_uniform", n)
+    ranks = np.array([0, 1, 1000, 123_456, 500_000, 999_998, 999_999])
+    got = sampler.log_expected_count(tf.constant(ranks), s, tf.constant([0])).numpy()
+    expected = np.log(s * np.log((ranks + 2.0) / (ranks + 1.0)) / np.log(n + 1.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    # p(999999) ~ 7.2e-8: a 1e-6 floor would have given log(8192e-6) ~ -4.80 instead.
+    assert got[-1] < np.log(s * 1e-6) - 2.0
+
+
+def test_unigram_tail_at_one_million_is_exact_and_drawable():
+    n, s = 1_000_000, 4096
+    counts = np.ones(n)
+    counts[0] = 1e8  # head class; each tail class has p = 1 / (1e8 + 999999) ~ 9.9e-9
+    sampler = samplers.get_sampler("unigram", n, candidate_counts=counts)
+    total = 1e8 + (n - 1)
+    ranks = np.array([0, 1, 777_777, 999_999])
+    got = sampler.log_expected_count(tf.constant(ranks), s, tf.constant([0])).numpy()
+    expected = np.log(s * np.array([1e8, 1.0, 1.0, 1.0]) / total)
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+    draws = 2_000_000
+    ids = sampler.sample(draws, labels=tf.constant([0]), seed=11)[0].numpy()
+    tail = ids[ids > 0]
+    p_tail = (n - 1) / total  # ~0.0099, about 19800 expected tail draws
+    sigma = np.sqrt(p_tail * (1 - p_tail) / draws)
+    assert abs(tail.size / draws - p_tail) < 5 * sigma
+    # The tail draws spread evenly over the tail ranks (ten blocks of ~1e5 classes).
+    blocks = np.bincount((tail - 1) * 10 // (n - 1), minlength=10)
+    expected_block = tail.size / 10
+    assert np.all(np.abs(blocks - expected_block) < 5 * np.sqrt(expected_block))
+
+
+def test_in_batch_sampler_returns_labels_with_batch_expected_count():
+    sampler = samplers.get_sampler("in_batch", 12, candidate_counts=COUNTS)
+    labels = tf.constant([3, 0, 3, 11], tf.int32)
+    ids, log_q = sampler.sample(999, labels)
+    np.testing.assert_array_equal(ids.numpy(), [3, 0, 3, 11])
+    # Q_j = B * counts_j / sum(counts) with B = 4, sum = 101.
+    expected = np.log(4 * np.array([10.0, 50.0, 10.0, 1.0]) / 101.0)
+    np.testing.assert_allclose(log_q.numpy(), expected, rtol=1e-6)
+
+
+def test_in_batch_without_counts_has_unknown_log_q():
+    sampler = samplers.get_sampler("in_batch", 12)
+    ids, log_q = sampler.sample(5, tf.constant([1, 2]))
+    np.testing.assert_array_equal(ids.numpy(), [1, 2])
+    assert np.all(np.isnan(log_q.numpy()))
+    with pytest.raises(ValueError, match="Pass candidate_counts, or set logq_correction=False"):
+        sampler.log_expected_count(tf.constant([1]), 5, tf.constant([1, 2]))
+
+
+@pytest.mark.parametrize("base", ["uniform", "log_uniform", "unigram"])
+def test_mixed_correction_is_log_of_mixture_expected_count(base):
+    n, s = 12, 50_000
+    sampler = samplers.get_sampler("mixed", n, candidate_counts=COUNTS, mixed_base=base)
+    labels = np.array([0, 2, 2, 9, 11])
+    ids, log_q = sampler.sample(s, tf.constant(labels), seed=5)
+    ids = ids.numpy()
+    assert ids.shape == (s + labels.size,)
+    np.testing.assert_array_equal(ids[s:], labels)
+    p_s = {
+        "uniform": np.full(n, 1.0 / n),
+        "log_uniform": _zipf(n),
+        "unigram": COUNTS / COUNTS.sum(),
+    }[base]
+    _frequency_check(ids[:s], p_s)
+    p_d = COUNTS / COUNTS.sum()
+    expected = np.log(s * p_s[ids] + labels.size * p_d[ids])
+    np.testing.assert_allclose(log_q.numpy(), expected, rtol=1e-6)
+
+
+def test_mixed_default_base_follows_counts():
+    with_counts = samplers.get_sampler("mixed", 12, candidate_counts=COUNTS)
+    assert isinstance(with_counts.base, samplers.UnigramSampler)
+    without = samplers.get_sampler("mixed", 12)
+    assert isinstance(without.base, samplers.LogUniformSampler)
+    ids, log_q = without.sample(4, tf.constant([1, 2]), seed=1)
+    assert ids.shape == (6,) and np.all(np.isnan(log_q.numpy()))
+
+
+@pytest.mark.parametrize("name", ["uniform", "log_uniform", "unigram", "in_batch", "mixed"])
+def test_samplers_run_in_tf_function_and_round_trip_config(name):
+    sampler = samplers.get_sampler(name, 12, candidate_counts=COUNTS, unigram_distortion=0.75)
+
+    @tf.function
+    def draw(labels):
+        return sampler.sample(6, labels, seed=2)
+
+    ids, log_q = draw(tf.constant([1, 4, 4], tf.int64))
+    assert np.all((ids.numpy() >= 0) & (ids.numpy() < 12))
+    assert np.all(np.isfinite(log_q.numpy()))
+    restored = tf.keras.utils.deserialize_keras_object(
+        tf.keras.utils.serialize_keras_object(sampler)
+    )
+    assert type(restored) is type(sampler)
+    assert restored.get_config() == sampler.get_config()
+    probe = tf.constant([0, 3, 11])
+    labels = tf.constant([1, 4, 4])
+    np.testing.assert_allclose(
+        restored.log_expected_count(probe, 6, labels).numpy(),
+        sampler.log_expected_count(probe, 6, labels).numpy(),
+    )
+
+
+def test_get_sampler_returns_instances_unchanged():
+    sampler = samplers.UniformSampler(12)
+    assert samplers.get_sampler(sampler, 12) is sampler
+
+
+def test_base_class_methods_must_be_implemented():
+    base = samplers.CandidateSampler(3)
+    with pytest.raises(NotImplementedError, match="must implement `sample`"):
+        base.sample(1, tf.constant([0]))
+    with pytest.raises(NotImplementedError, match="must implement `log_expected_count`"):
+        base.log_expected_count(tf.constant([0]), 1, tf.constant([0]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            dict(name="zipf"),
+            ValueError,
+            r"Unknown `sampler`.*'log_uniform'.*Received: sampler='zipf'",
+        ),
+        (dict(name="unigram"), ValueError, r"pass them. Received: candidate_counts=None"),
+        (
+            dict(name="unigram", candidate_counts=[1.0, 2.0]),
+            ValueError,
+            r"shape \(12,\) for num_candidates=12. Received: candidate_counts of shape \(2,\)",
+        ),
+        (
+            dict(name="unigram", candidate_counts=[1.0] * 11 + [-2.0]),
+            ValueError,
+            r"finite and non-negative. Received: candidate_counts with entries \[-2.0\]",
+        ),
+        (
+            dict(name="unigram", candidate_counts=[0.0] * 12),
+            ValueError,
+            r"must not be all zero",
+        ),
+        (
+            dict(name="unigram", candidate_counts=COUNTS, unigram_distortion=0.0),
+            ValueError,
+            r"Received: unigram_distortion=0.0",
+        ),
+        (
+            dict(name="mixed", mixed_base="in_batch"),
+            ValueError,
+            r"Unknown `mixed_base`.*Received: mixed_base='in_batch'",
+        ),
+        (
+            dict(name="uniform", mixed_base="uniform"),
+            ValueError,
+            r"only applies to sampler='mixed'. Received: mixed_base='uniform'",
+        ),
+        (
+            dict(name=samplers.UniformSampler(5)),
+            ValueError,
+            r"covers 5 candidates but the catalogue has num_candidates=12",
+        ),
+        (dict(name="uniform", num_candidates=0), ValueError, r"Received: num_candidates=0"),
+        (dict(name="uniform", num_candidates=2.5), TypeError, r"Received: num_candidates=2.5"),
+    ],
+)
+def test_get_sampler_errors(kwargs, error, match):
+    kwargs = {"num_candidates": 12, **kwargs}
+    name = kwargs.pop("name")
+    with pytest.raises(error, match=match):
+        samplers.get_sampler(name, **kwargs)
+
+
+def test_mixed_sampler_rejects_in_batch_base():
+    with pytest.raises(TypeError, match=r"`base` must be a CandidateSampler.*Received: base="):
+        samplers.MixedSampler(12, samplers.InBatchSampler(12))
