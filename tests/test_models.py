@@ -1,0 +1,186 @@
+"""YouTubeCandidateModel: the network, its training, saving and subclassing."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_youtube.layers import CategoricalEmbedding, UserTower
+from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
+
+VOCAB = [f"v{i}" for i in range(20)]
+
+
+def _config(**kwargs):
+    base = dict(
+        video_vocabulary=VOCAB,
+        video_counts=list(range(20, 0, -1)),
+        embedding_dim=8,
+        output_dim=8,
+        depth=2,
+        search_vocabulary=["cat", "dog", "cat_dog"],
+        search_embedding_dim=4,
+        categorical_features={"geo": ["us", "de"]},
+        numeric_features={"age": [10.0, 20.0, 30.0, 40.0]},
+        num_sampled=5,
+        metrics_k=[3],
+        seed=1,
+    )
+    base.update(kwargs)
+    return YouTubeCandidateConfig(**base)
+
+
+def _batch(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    history = rng.choice(VOCAB, size=(n, 4)).astype(object)
+    history[:, 3] = ""
+    return {
+        "watch_history": tf.constant(history.astype(str)),
+        "search_tokens": tf.constant([["cat", "dog", ""]] * n),
+        "example_age": tf.constant(rng.random(n).astype("float32")),
+        "geo": tf.constant(["us", "de", "fr"] * (n // 3)),
+        "age": tf.constant(rng.uniform(5, 50, n).astype("float32")),
+        # The next video follows the last one watched, so the label is learnable.
+        "label": tf.constant([f"v{(int(v[1:]) + 1) % 20}" for v in history[:, 2]]),
+    }
+
+
+def test_user_embedding_is_last_relu_output():
+    model = YouTubeCandidateModel(_config())
+    u = model.user_embedding(_batch())
+    assert u.shape == (6, 8)
+    assert np.all(u.numpy() >= 0)  # depth 2 ends in a ReLU layer
+    assert isinstance(model.user_tower, UserTower)
+    assert sorted(model.feature_layers) == [
+        "age", "example_age", "geo", "search_tokens", "watch_history"
+    ]
+
+
+def test_scores_are_u_dot_v_plus_b():
+    model = YouTubeCandidateModel(_config())
+    batch = _batch()
+    u = model.user_embedding(batch).numpy()
+    weights = model.candidates.weights_table.numpy()
+    biases = model.candidates.biases.numpy()
+    np.testing.assert_allclose(model.scores(batch).numpy(), u @ weights.T + biases, rtol=1e-5)
+
+
+def test_missing_example_age_means_zero():
+    model = YouTubeCandidateModel(_config())
+    batch = _batch()
+    zero_age = dict(batch, example_age=tf.zeros([6]))
+    without = {k: v for k, v in batch.items() if k != "example_age"}
+    np.testing.assert_allclose(
+        model.user_embedding(without).numpy(), model.user_embedding(zero_age).numpy()
+    )
+
+
+def test_feature_sets_change_the_inputs():
+    model = YouTubeCandidateModel(_config(features=["watches"]))
+    assert list(model.feature_layers) == ["watch_history"]
+    assert model.user_embedding(_batch()).shape == (6, 8)
+
+
+def test_integer_ids():
+    config = YouTubeCandidateConfig(
+        num_videos=30, embedding_dim=8, output_dim=8, depth=1, features=["watches"],
+        num_sampled=4,
+    )
+    model = YouTubeCandidateModel(config)
+    batch = {"watch_history": tf.constant([[1, 2, -1], [29, -1, -1]]), "label": tf.constant([3, 0])}
+    assert np.isfinite(float(model.compute_loss(batch, training=True)))
+
+
+def test_fit_learns_the_training_set_and_reports_recall():
+    model = YouTubeCandidateModel(_config(sampler="uniform", num_sampled=10))
+    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.5))
+    examples = tf.data.Dataset.from_tensor_slices(_batch(n=30)).batch(10)
+    before = model.evaluate(examples, return_dict=True, verbose=0)["recall_at_3"]
+    model.fit(examples.repeat(5), epochs=4, verbose=0)
+    after = model.evaluate(examples, return_dict=True, verbose=0)["recall_at_3"]
+    # Full-catalogue recall@3 starts near 3/20; the label is a function of the history.
+    assert after > before + 0.3, (before, after)
+
+
+def test_unknown_label_is_an_error():
+    model = YouTubeCandidateModel(_config())
+    batch = dict(_batch(), label=tf.constant(["v1", "nope", "v2", "v3", "v4", "v5"]))
+    match = "outside the model's video vocabulary"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=match):
+        model.compute_loss(batch)
+
+
+def test_missing_label_and_feature_errors():
+    model = YouTubeCandidateModel(_config())
+    batch = _batch()
+    with pytest.raises(ValueError, match="Training needs the watched video under the key 'label'"):
+        model.compute_loss({k: v for k, v in batch.items() if k != "label"})
+    with pytest.raises(ValueError, match="Feature 'geo' is missing from the inputs"):
+        model.user_embedding({k: v for k, v in batch.items() if k != "geo"})
+
+
+def test_config_must_be_a_config():
+    with pytest.raises(TypeError, match="`config` must be a YouTubeCandidateConfig or a dict"):
+        YouTubeCandidateModel(42)
+
+
+def test_config_round_trip_gives_same_outputs():
+    model = YouTubeCandidateModel(_config())
+    batch = _batch()
+    model(model.placeholder_features())
+    clone = YouTubeCandidateModel.from_config(model.get_config())
+    clone(clone.placeholder_features())
+    clone.set_weights(model.get_weights())
+    np.testing.assert_allclose(
+        clone.user_embedding(batch).numpy(), model.user_embedding(batch).numpy(), rtol=1e-6
+    )
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = YouTubeCandidateModel(_config())
+    batch = _batch()
+    expected = model.scores(batch).numpy()
+    model.save_weights(str(tmp_path / "ckpt"))
+    restored = YouTubeCandidateModel(_config())
+    restored(restored.placeholder_features())
+    restored.load_weights(str(tmp_path / "ckpt")).assert_existing_objects_matched()
+    np.testing.assert_allclose(restored.scores(batch).numpy(), expected, rtol=1e-6)
+
+
+def test_saved_model_round_trip(tmp_path):
+    model = YouTubeCandidateModel(_config())
+    batch = {k: v for k, v in _batch().items() if k != "label"}
+    expected = model.user_embedding(batch).numpy()
+    specs = {k: tf.TensorSpec([None] + v.shape[1:], v.dtype, name=k) for k, v in batch.items()}
+    module = tf.Module()
+    module.model = model
+    module.embed = tf.function(lambda f: {"user_embedding": model.user_embedding(f)},
+                               input_signature=[specs])
+    tf.saved_model.save(module, str(tmp_path / "sm"),
+                        signatures={"user_embedding": module.embed})
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    got = loaded.signatures["user_embedding"](**batch)["user_embedding"].numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+
+
+def test_tied_embeddings_share_the_input_table():
+    model = YouTubeCandidateModel(_config(tie_embeddings=True))
+    model(model.placeholder_features())
+    table = model.history_pooler.embedding.embeddings
+    # Row j of v is row j + 1 of the input table (row 0 is the OOV bucket).
+    np.testing.assert_allclose(model.candidates.weights_table.numpy(), table.numpy()[1:])
+
+
+class WithDevice(YouTubeCandidateModel):
+    def build_feature_layers(self):
+        layers = super().build_feature_layers()
+        layers["device"] = CategoricalEmbedding(output_dim=3, vocabulary=["ios", "web"])
+        return layers
+
+
+def test_subclass_adds_a_feature():
+    model = WithDevice(_config())
+    batch = dict(_batch(), device=tf.constant(["ios", "web", "tv"] * 2))
+    assert "device" in model.feature_layers
+    assert np.isfinite(float(model.compute_loss(batch, training=True)))
+    with pytest.raises(ValueError, match="Feature 'device' is missing"):
+        model.user_embedding(_batch())

@@ -1,0 +1,110 @@
+"""Training on real MovieLens 100K, run directories, and the command line."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfrs_youtube import cli, pipeline
+from tfrs_youtube.config import YouTubeCandidateConfig
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ml100k_run(ml100k_path, tmp_path_factory):
+    spec = pipeline.DataSpec(source=str(ml100k_path), seed=0)
+    data = pipeline.prepare_data(spec)
+    config = YouTubeCandidateConfig.from_training_data(
+        data, embedding_dim=32, output_dim=32, depth=1, num_sampled=256, seed=0
+    )
+    model, info = pipeline.train(data, config, epochs=3, batch_size=256, verbose=0)
+    results = pipeline.evaluate(model, data, ks=(50, 100))
+    run_dir = pipeline.save_run(tmp_path_factory.mktemp("run"), model, spec, {"holdout": results})
+    return data, model, results, run_dir, info
+
+
+def test_short_fit_beats_most_popular_on_ml100k(ml100k_run):
+    data, _, results, _, info = ml100k_run
+    assert len(data.holdout) == 943  # every ml-100k user has at least 20 ratings
+    assert info["loss"][-1] < info["loss"][0]
+    model_recall = results["youtube_dnn"]["recall_at_50"]
+    popular_recall = results["most_popular"]["recall_at_50"]
+    assert model_recall > popular_recall, results
+
+
+def test_run_directory_round_trip(ml100k_run):
+    data, model, results, run_dir, _ = ml100k_run
+    for name in ("config.json", "data.json", "metrics.json"):
+        assert (run_dir / name).exists()
+    restored, spec = pipeline.load_run(run_dir)
+    batch = data.holdout.to_dataset(batch_size=16, keys=sorted(model.feature_layers))
+    features = next(iter(batch))
+    np.testing.assert_allclose(
+        restored.scores(features).numpy(), model.scores(features).numpy(), rtol=1e-5
+    )
+    again = pipeline.evaluate_run(run_dir, ks=(50, 100))
+    assert again["youtube_dnn"]["recall_at_50"] == pytest.approx(
+        results["youtube_dnn"]["recall_at_50"], abs=1e-9
+    )
+
+
+def test_load_run_rejects_other_directories(tmp_path):
+    with pytest.raises(ValueError, match="is not a training run: config.json is missing"):
+        pipeline.load_run(tmp_path)
+
+
+def test_bad_source_and_arguments(tmp_path):
+    with pytest.raises(ValueError, match="`source` must be 'synthetic' or an existing MovieLens"):
+        pipeline.load_log(pipeline.DataSpec(source=str(tmp_path / "nope")))
+    with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
+        pipeline.make_optimizer("rmsprop", 0.1)
+
+
+def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = cli.main([
+        "train", "--data", str(ml100k_path), "--epochs", "1", "--depth", "1",
+        "--embedding-dim", "16", "--output-dim", "16", "--num-sampled", "128",
+        "--output", str(out), "--k", "50",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| youtube_dnn |" in printed and "| most_popular |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["holdout"]) == {"youtube_dnn", "most_popular"}
+    assert cli.main(["evaluate", str(out), "--k", "50"]) == 0
+    assert "recall@50" in capsys.readouterr().out
+
+
+def test_cli_reports_errors(tmp_path, capsys):
+    assert cli.main(["evaluate", str(tmp_path)]) == 2
+    assert "is not a training run" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--epochs", "0"])
+
+
+def test_quickstart_runs_from_the_console_script(tmp_path):
+    # The README's main job, in a fresh process, with its TensorFlow log noise kept out.
+    result = subprocess.run(
+        [sys.executable, "-m", "tfrs_youtube.cli", "quickstart", "--epochs", "1",
+         "--output", str(tmp_path / "qs")],
+        capture_output=True, text=True, timeout=900, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| youtube_dnn |" in result.stdout
+    assert "tensorflow/core" not in result.stderr  # no C++ log lines
+    assert (tmp_path / "qs" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("script", ["train_movielens.py", "custom_feature.py"])
+def test_examples_run(script, ml100k_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / script), str(ml100k_path), "--epochs", "1"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "recall" in result.stdout.lower()

@@ -1,0 +1,203 @@
+"""`YouTubeCandidateConfig`: everything needed to rebuild a `YouTubeCandidateModel`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+__all__ = ["YouTubeCandidateConfig", "FEATURE_SETS"]
+
+# Named feature sets, in the order of the paper's Figure 6.
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    "watches": ("watches",),
+    "search": ("watches", "search"),
+    "example_age": ("watches", "search", "example_age"),
+    "all": ("watches", "search", "example_age", "demographics"),
+}
+_FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
+_SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
+
+
+@dataclasses.dataclass
+class YouTubeCandidateConfig:
+    """Configuration of the candidate generation network (paper section 3, Figure 3).
+
+    Holds the vocabularies, so a model can be rebuilt from the config alone (checkpoints then
+    restore the weights). It is plain data: `to_dict`/`from_dict` and `save`/`load` round-trip
+    through JSON.
+
+    Args:
+        video_vocabulary: list of str. Video IDs sorted by descending training frequency; the
+            model then takes string IDs. `None` means integer IDs in `[0, num_videos)`.
+        video_counts: list of int. Training watch counts aligned with the vocabulary (the
+            unigram and in-batch samplers and their logQ correction use them).
+        num_videos: int. Catalogue size; derived from `video_vocabulary` when that is given.
+        embedding_dim: int. Size of the input (watch history) video embeddings.
+        output_dim: int. Size of the user vector u and of the output embeddings v_j.
+        depth: int. The paper's tower depth 0-4 (Figure 6), used when `hidden_units` is None.
+        hidden_units: list of int. Free tower widths; overrides `depth`.
+        max_history: int. Most recent watches (and searches) kept; the paper uses 50.
+        combiner: str. How bags are pooled: "mean" (paper), "sum", "sqrtn" or "max".
+        features: list of str. Feature groups fed to the tower, any of "watches", "search",
+            "example_age", "demographics".
+        search_vocabulary: list of str. Search tokens (unigrams and bigrams).
+        search_embedding_dim: int. Size of the search-token embeddings.
+        categorical_features: dict. Name -> vocabulary of each categorical user feature.
+        categorical_embedding_dim: int. Size of their embeddings.
+        numeric_features: dict. Name -> quantiles of each continuous user feature.
+        num_sampled: int or None. Negatives per step; None trains with the full softmax.
+        sampler: str. "log_uniform", "unigram", "uniform", "in_batch" or "mixed".
+        unigram_distortion: float. Exponent applied to counts by the unigram sampler.
+        logq_correction: bool. Subtract log Q from the logits (paper 3.1).
+        remove_accidental_hits: bool. Drop sampled negatives equal to the label.
+        tie_embeddings: bool. Use the input video embeddings as the output embeddings v_j
+            (needs `embedding_dim == output_dim`).
+        metrics_k: list of int. Recall@K reported by `evaluate` over the whole catalogue.
+        dropout: float. Dropout between tower layers.
+        seed: int. Seed of the negative sampler.
+    """
+
+    video_vocabulary: list[str] | None = None
+    video_counts: list[int] | None = None
+    num_videos: int | None = None
+    embedding_dim: int = 64
+    output_dim: int = 64
+    depth: int | None = 2
+    hidden_units: list[int] | None = None
+    max_history: int = 50
+    combiner: str = "mean"
+    features: list[str] = dataclasses.field(default_factory=lambda: list(FEATURE_SETS["all"]))
+    search_vocabulary: list[str] | None = None
+    search_embedding_dim: int = 32
+    categorical_features: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    categorical_embedding_dim: int = 8
+    numeric_features: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    num_sampled: int | None = 1024
+    sampler: str = "log_uniform"
+    unigram_distortion: float = 1.0
+    logq_correction: bool = True
+    remove_accidental_hits: bool = True
+    tie_embeddings: bool = False
+    metrics_k: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
+    dropout: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.video_vocabulary is not None:
+            self.video_vocabulary = [str(v) for v in self.video_vocabulary]
+            if self.num_videos is None:
+                self.num_videos = len(self.video_vocabulary)
+            elif self.num_videos != len(self.video_vocabulary):
+                raise ValueError(
+                    f"`num_videos` ({self.num_videos}) must equal the length of "
+                    f"`video_vocabulary` ({len(self.video_vocabulary)})."
+                )
+        if self.num_videos is None or int(self.num_videos) < 2:
+            raise ValueError(
+                "Give `video_vocabulary` or `num_videos` (at least 2 videos). "
+                f"Received: num_videos={self.num_videos!r}"
+            )
+        self.num_videos = int(self.num_videos)
+        if self.video_counts is not None:
+            self.video_counts = [int(c) for c in self.video_counts]
+            if len(self.video_counts) != self.num_videos:
+                raise ValueError(
+                    f"`video_counts` has {len(self.video_counts)} entries but the catalogue "
+                    f"has {self.num_videos} videos."
+                )
+        unknown = [f for f in self.features if f not in _FEATURE_GROUPS]
+        if unknown:
+            raise ValueError(
+                f"Unknown feature group(s) {unknown} in `features`; expected any of "
+                f"{list(_FEATURE_GROUPS)}. Received: features={self.features!r}"
+            )
+        if "watches" not in self.features:
+            raise ValueError(
+                f"`features` must include 'watches'. Received: features={self.features!r}"
+            )
+        if self.sampler not in _SAMPLERS:
+            raise ValueError(
+                f"Unknown sampler {self.sampler!r}; expected one of {list(_SAMPLERS)}. "
+                f"Received: sampler={self.sampler!r}"
+            )
+        if self.tie_embeddings and self.embedding_dim != self.output_dim:
+            raise ValueError(
+                "`tie_embeddings=True` needs `embedding_dim == output_dim`. Received: "
+                f"embedding_dim={self.embedding_dim}, output_dim={self.output_dim}"
+            )
+
+    @property
+    def uses_search(self) -> bool:
+        return "search" in self.features and bool(self.search_vocabulary)
+
+    @property
+    def uses_example_age(self) -> bool:
+        return "example_age" in self.features
+
+    @property
+    def uses_demographics(self) -> bool:
+        return "demographics" in self.features
+
+    @classmethod
+    def from_training_data(cls, data: Any, **overrides: Any) -> "YouTubeCandidateConfig":
+        """Builds a config from a `tfrs_youtube.data.TrainingData` bundle.
+
+        Vocabularies, counts and numeric quantiles come from the data; `overrides` set any
+        other field. `num_sampled` is capped below the catalogue size.
+        """
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"Unknown config field(s) {unknown}; expected any of {sorted(fields)}."
+            )
+        kwargs: dict[str, Any] = dict(
+            video_vocabulary=[str(v) for v in data.video_vocab.ids],
+            video_counts=[int(c) for c in data.video_vocab.counts],
+            search_vocabulary=(
+                [str(t) for t in data.search_vocab.ids] if data.search_vocab is not None else None
+            ),
+            categorical_features={
+                name: [str(v) for v in vocab.ids]
+                for name, vocab in sorted(data.categorical_vocabs.items())
+            },
+            numeric_features={
+                name: [float(q) for q in quantiles]
+                for name, quantiles in sorted(data.numeric_quantiles.items())
+            },
+        )
+        kwargs.update(overrides)
+        num_videos = len(kwargs["video_vocabulary"])
+        num_sampled = kwargs.get("num_sampled", cls.num_sampled)
+        if "num_sampled" not in overrides and num_sampled is not None:
+            kwargs["num_sampled"] = min(num_sampled, num_videos // 2)
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> "YouTubeCandidateConfig":
+        return cls(**config)
+
+    def save(self, path: str | pathlib.Path) -> None:
+        pathlib.Path(path).write_text(json.dumps(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | pathlib.Path) -> "YouTubeCandidateConfig":
+        return cls.from_dict(json.loads(pathlib.Path(path).read_text()))
+
+    def summary(self) -> dict[str, Any]:
+        """The config without its vocabularies, for logs and metrics files."""
+        out: dict[str, Any] = {}
+        for key, value in self.to_dict().items():
+            if key in ("video_vocabulary", "video_counts", "search_vocabulary"):
+                out[key] = None if value is None else f"<{len(value)} entries>"
+            elif key in ("categorical_features", "numeric_features"):
+                out[key] = sorted(value)
+            else:
+                out[key] = value
+        return out
+

@@ -1,0 +1,251 @@
+"""`YouTubeCandidateModel`: the paper's candidate generation network as a `tfrs.Model`."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from tfrs_youtube.config import FEATURE_SETS, YouTubeCandidateConfig
+from tfrs_youtube.layers import (
+    CandidateEmbeddings,
+    CategoricalEmbedding,
+    ExampleAge,
+    HistoryEmbeddingPooler,
+    NormalizedNumeric,
+    UserTower,
+)
+from tfrs_youtube.tasks import SampledSoftmaxRetrieval
+
+__all__ = ["YouTubeCandidateModel", "YouTubeCandidateConfig", "FEATURE_SETS"]
+
+WATCH_HISTORY = "watch_history"
+SEARCH_TOKENS = "search_tokens"
+EXAMPLE_AGE = "example_age"
+LABEL = "label"
+SAMPLE_WEIGHT = "sample_weight"
+
+
+@tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
+class YouTubeCandidateModel(tfrs.Model):
+    """Deep candidate generation (Covington et al. 2016, section 3 and Figure 3).
+
+    Each input feature goes through its own layer (the watch history and the search tokens
+    through `HistoryEmbeddingPooler`, example age through `ExampleAge`, categorical and
+    continuous user features through `CategoricalEmbedding` and `NormalizedNumeric`); the results
+    are concatenated and run through the ReLU `UserTower`, whose output is the user vector u.
+    The softmax weights v_j and biases b_j live in `CandidateEmbeddings`, and
+    `SampledSoftmaxRetrieval` trains "which video is watched next" as a sampled softmax over the
+    whole catalogue.
+
+    Subclass it to change the features: override `build_feature_layers` and return a dict that
+    maps an input key to the layer that encodes it (call `super()` to keep the paper's), and
+    every other part stays. `build_user_tower`, `build_candidates` and `build_task` are hooks too.
+
+    Inputs (a dict of tensors, as a `tf.data` batch): `watch_history` [batch, n] video IDs
+    ("" or -1 pads, oldest first), `search_tokens` [batch, m], `example_age` [batch] (0 when
+    absent, as at serving), one key per user feature, and for training `label` [batch] (the
+    watched video) and optionally `sample_weight` [batch].
+
+    The model is config-serializable (`get_config` returns the `YouTubeCandidateConfig` as a
+    dict); weights are saved with `save_weights`/checkpoints.
+
+    Args:
+        config: `YouTubeCandidateConfig` (or its dict).
+        **kwargs: passed to `tf.keras.Model`.
+
+    >>> import tensorflow as tf
+    >>> config = YouTubeCandidateConfig(video_vocabulary=["a", "b", "c", "d"], embedding_dim=8,
+    ...     output_dim=8, depth=1, features=["watches"], num_sampled=2, metrics_k=[2])
+    >>> model = YouTubeCandidateModel(config)
+    >>> batch = {"watch_history": tf.constant([["a", "b"], ["c", ""]]),
+    ...          "label": tf.constant(["c", "d"])}
+    >>> model.user_embedding(batch).shape
+    TensorShape([2, 8])
+    >>> float(model.compute_loss(batch)) > 0
+    True
+    """
+
+    def __init__(self, config: YouTubeCandidateConfig | Mapping[str, Any], **kwargs: Any):
+        super().__init__(**kwargs)
+        if isinstance(config, Mapping):
+            config = YouTubeCandidateConfig.from_dict(dict(config))
+        if not isinstance(config, YouTubeCandidateConfig):
+            raise TypeError(
+                "`config` must be a YouTubeCandidateConfig or a dict. "
+                f"Received: config={config!r}"
+            )
+        self.config = config
+        self.history_pooler = self.build_history_pooler()
+        self.feature_layers = dict(self.build_feature_layers())
+        self.user_tower = self.build_user_tower()
+        self.candidates = self.build_candidates()
+        self.task = self.build_task()
+
+    # Hooks a subclass may override.
+
+    def build_history_pooler(self) -> HistoryEmbeddingPooler:
+        """The watch-history pooler; its vocabulary also maps the labels."""
+        c = self.config
+        if c.video_vocabulary is not None:
+            return HistoryEmbeddingPooler(
+                output_dim=c.embedding_dim,
+                vocabulary=c.video_vocabulary,
+                combiner=c.combiner,
+                max_length=c.max_history,
+                name="watch_history_pooler",
+            )
+        return HistoryEmbeddingPooler(
+            output_dim=c.embedding_dim,
+            input_dim=c.num_videos,
+            combiner=c.combiner,
+            max_length=c.max_history,
+            name="watch_history_pooler",
+        )
+
+    def build_feature_layers(self) -> dict[str, tf.keras.layers.Layer]:
+        """Maps each input key to the layer that encodes it for the user tower."""
+        c = self.config
+        layers: dict[str, tf.keras.layers.Layer] = {WATCH_HISTORY: self.history_pooler}
+        if c.uses_search:
+            layers[SEARCH_TOKENS] = HistoryEmbeddingPooler(
+                output_dim=c.search_embedding_dim,
+                vocabulary=c.search_vocabulary,
+                combiner=c.combiner,
+                name="search_tokens_pooler",
+            )
+        if c.uses_example_age:
+            layers[EXAMPLE_AGE] = ExampleAge(name="example_age")
+        if c.uses_demographics:
+            for name, vocabulary in sorted(c.categorical_features.items()):
+                layers[name] = CategoricalEmbedding(
+                    output_dim=c.categorical_embedding_dim,
+                    vocabulary=vocabulary,
+                    name=f"{name}_embedding",
+                )
+            for name, quantiles in sorted(c.numeric_features.items()):
+                layers[name] = NormalizedNumeric(quantiles, name=f"{name}_normalized")
+        return layers
+
+    def build_user_tower(self) -> UserTower:
+        c = self.config
+        if c.hidden_units:
+            return UserTower(hidden_units=c.hidden_units, dropout=c.dropout, name="user_tower")
+        return UserTower(
+            depth=c.depth, output_dim=c.output_dim, dropout=c.dropout, name="user_tower"
+        )
+
+    def build_candidates(self) -> CandidateEmbeddings:
+        c = self.config
+        dim = c.hidden_units[-1] if c.hidden_units else c.output_dim
+        if c.tie_embeddings:
+            return CandidateEmbeddings(
+                c.num_videos,
+                dim,
+                tied_embedding=self.history_pooler.embedding,
+                tied_offset=self.history_pooler.num_oov_indices if c.video_vocabulary else 0,
+                name="candidate_embeddings",
+            )
+        return CandidateEmbeddings(c.num_videos, dim, name="candidate_embeddings")
+
+    def build_task(self) -> SampledSoftmaxRetrieval:
+        c = self.config
+        return SampledSoftmaxRetrieval(
+            num_candidates=c.num_videos,
+            num_sampled=c.num_sampled,
+            sampler=c.sampler,
+            candidate_counts=c.video_counts,
+            unigram_distortion=c.unigram_distortion,
+            logq_correction=c.logq_correction,
+            remove_accidental_hits=c.remove_accidental_hits,
+            # Cutoffs beyond a small catalogue are meaningless (recall 1): leave them out.
+            metrics_k=tuple(k for k in c.metrics_k if k <= c.num_videos),
+            seed=c.seed,
+            name="sampled_softmax",
+        )
+
+    # The network.
+
+    def encode_features(
+        self, features: Mapping[str, tf.Tensor], training: bool = False
+    ) -> dict[str, tf.Tensor]:
+        """Runs every feature layer; a missing `example_age` is 0, as at serving."""
+        encoded = {}
+        for name, layer in self.feature_layers.items():
+            if name in features:
+                value = features[name]
+            elif name == EXAMPLE_AGE:
+                batch = tf.shape(features[WATCH_HISTORY])[0]
+                value = tf.zeros([batch], tf.float32)
+            else:
+                raise ValueError(
+                    f"Feature {name!r} is missing from the inputs; the model expects "
+                    f"{sorted(self.feature_layers)}. Received keys: {sorted(features)}"
+                )
+            encoded[name] = layer(value, training=training)
+        return encoded
+
+    def user_embedding(
+        self, features: Mapping[str, tf.Tensor], training: bool = False
+    ) -> tf.Tensor:
+        """The user vector u [batch, output_dim]: the output of the tower's last layer."""
+        return self.user_tower(self.encode_features(features, training), training=training)
+
+    def call(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        return self.user_embedding(features, training=training)
+
+    def label_indices(self, labels: tf.Tensor) -> tf.Tensor:
+        """Maps label video IDs to catalogue rows [0, num_videos); unknown IDs are an error."""
+        indices = tf.cast(self.history_pooler.ids_to_indices(labels), tf.int64)
+        if self.config.video_vocabulary is not None:
+            indices = indices - self.history_pooler.num_oov_indices
+        bad = tf.logical_or(indices < 0, indices >= self.config.num_videos)
+        tf.debugging.Assert(
+            tf.logical_not(tf.reduce_any(bad)),
+            [
+                "`label` holds video IDs outside the model's video vocabulary "
+                f"({self.config.num_videos} videos); first offending IDs:",
+                tf.boolean_mask(labels, bad)[:5],
+            ],
+            name="label_in_vocabulary",
+        )
+        return indices
+
+    def compute_loss(self, features: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        if LABEL not in features:
+            raise ValueError(
+                f"Training needs the watched video under the key {LABEL!r}. "
+                f"Received keys: {sorted(features)}"
+            )
+        user = self.user_embedding(features, training=training)
+        return self.task(
+            user,
+            self.label_indices(features[LABEL]),
+            self.candidates,
+            sample_weight=features.get(SAMPLE_WEIGHT),
+            compute_metrics=not training,
+        )
+
+    def scores(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """Softmax logits u·v_j + b_j over the whole catalogue, [batch, num_videos]."""
+        return self.candidates.logits(self.user_embedding(features))
+
+    def placeholder_features(self, batch_size: int = 1) -> dict[str, tf.Tensor]:
+        """A batch of empty inputs (padding, zeros, unknown categories) that builds the model."""
+        features: dict[str, tf.Tensor] = {}
+        for name, layer in self.feature_layers.items():
+            if isinstance(layer, HistoryEmbeddingPooler):
+                features[name] = tf.fill([batch_size, 1], layer.pad_value)
+            elif isinstance(layer, CategoricalEmbedding):
+                features[name] = tf.fill([batch_size], "" if layer.vocabulary is not None else 0)
+            else:
+                features[name] = tf.zeros([batch_size], tf.float32)
+        return features
+
+    def get_config(self) -> dict[str, Any]:
+        return {"config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "YouTubeCandidateModel":
+        return cls(YouTubeCandidateConfig.from_dict(config["config"]))

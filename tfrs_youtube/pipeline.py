@@ -1,0 +1,201 @@
+"""End-to-end jobs behind the command line: load a watch log, train, evaluate, save a run.
+
+A run directory holds everything needed to rebuild and evaluate the model:
+`config.json` (the model config with its vocabularies), `data.json` (where the log came from
+and how examples were built, so the holdout is rebuilt identically), `checkpoint/` (weights)
+and `metrics.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import tensorflow as tf
+
+from tfrs_youtube.config import YouTubeCandidateConfig
+from tfrs_youtube.data import (
+    SyntheticConfig,
+    TrainingData,
+    WatchLog,
+    build_examples,
+    generate_synthetic_log,
+    load_movielens,
+)
+from tfrs_youtube.evaluation import evaluate_model, evaluate_scorer, most_popular_scorer
+from tfrs_youtube.models import LABEL, YouTubeCandidateModel
+
+__all__ = [
+    "DataSpec",
+    "load_log",
+    "prepare_data",
+    "make_optimizer",
+    "train",
+    "evaluate_run",
+    "load_run",
+]
+
+_OPTIMIZERS = ("adagrad", "adam", "sgd")
+
+
+@dataclasses.dataclass
+class DataSpec:
+    """Where a watch log comes from and how examples are built from it.
+
+    `source` is "synthetic" (the built-in generator; `preset` and `seed` pick its size and
+    randomness) or a path to MovieLens files.
+    """
+
+    source: str = "synthetic"
+    preset: str = "default"
+    seed: int = 0
+    max_history: int = 50
+    examples_per_user: int | None = None
+    min_history: int = 1
+
+
+def load_log(spec: DataSpec) -> WatchLog:
+    """Loads or generates the watch log that `spec` names."""
+    if spec.source == "synthetic":
+        return generate_synthetic_log(SyntheticConfig.preset(spec.preset), seed=spec.seed).log
+    path = pathlib.Path(spec.source)
+    if not path.exists():
+        raise ValueError(
+            f"`source` must be 'synthetic' or an existing MovieLens path. Received: "
+            f"source={spec.source!r}"
+        )
+    return load_movielens(path)
+
+
+def prepare_data(spec: DataSpec) -> TrainingData:
+    """The log of `spec` turned into training and holdout examples (paper section 3.4)."""
+    return build_examples(
+        load_log(spec),
+        max_history=spec.max_history,
+        examples_per_user=spec.examples_per_user,
+        min_history=spec.min_history,
+        seed=spec.seed,
+    )
+
+
+def make_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+    """Adagrad (default; updates only the embedding rows a step touches), Adam or SGD."""
+    if name == "adagrad":
+        return tf.keras.optimizers.Adagrad(learning_rate)
+    if name == "adam":
+        return tf.keras.optimizers.Adam(learning_rate)
+    if name == "sgd":
+        return tf.keras.optimizers.SGD(learning_rate)
+    raise ValueError(f"Unknown optimizer {name!r}; expected one of {list(_OPTIMIZERS)}.")
+
+
+def _input_keys(model: YouTubeCandidateModel) -> list[str]:
+    return sorted(set(model.feature_layers) | {LABEL})
+
+
+def train(
+    data: TrainingData,
+    config: YouTubeCandidateConfig,
+    epochs: int = 5,
+    batch_size: int = 256,
+    optimizer: str = "adagrad",
+    learning_rate: float = 0.1,
+    verbose: int = 1,
+    seed: int = 0,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+) -> tuple[YouTubeCandidateModel, dict[str, Any]]:
+    """Builds a `YouTubeCandidateModel` from `config` and fits it on `data.train`.
+
+    Returns the model and a dict with the per-epoch loss and the training time.
+    """
+    if epochs < 1:
+        raise ValueError(f"`epochs` must be at least 1. Received: epochs={epochs}")
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+    tf.keras.utils.set_random_seed(seed)
+    model = YouTubeCandidateModel(config)
+    model.compile(optimizer=make_optimizer(optimizer, learning_rate))
+    dataset = data.train.to_dataset(
+        batch_size=batch_size, shuffle=True, seed=seed, keys=_input_keys(model)
+    )
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+    seconds = time.perf_counter() - start
+    return model, {
+        "loss": [float(v) for v in history.history["loss"]],
+        "train_seconds": seconds,
+        "train_examples": len(data.train),
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "learning_rate": learning_rate,
+    }
+
+
+def evaluate(
+    model: YouTubeCandidateModel, data: TrainingData, ks: Sequence[int] = (10, 50, 100)
+) -> dict[str, dict[str, float]]:
+    """Holdout metrics of the model beside the most-popular baseline, full catalogue."""
+    return {
+        "youtube_dnn": evaluate_model(model, data.holdout, data.video_vocab, ks),
+        "most_popular": evaluate_scorer(
+            most_popular_scorer(data.video_vocab), data.holdout, data.video_vocab, ks
+        ),
+    }
+
+
+def save_run(
+    run_dir: str | pathlib.Path,
+    model: YouTubeCandidateModel,
+    spec: DataSpec,
+    metrics: Mapping[str, Any],
+) -> pathlib.Path:
+    """Writes config, data spec, weights and metrics into `run_dir`."""
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model.config.save(run_dir / "config.json")
+    (run_dir / "data.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+    model.save_weights(str(run_dir / "checkpoint" / "model"))
+    write_metrics(run_dir, metrics)
+    return run_dir
+
+
+def write_metrics(run_dir: str | pathlib.Path, metrics: Mapping[str, Any]) -> None:
+    path = pathlib.Path(run_dir) / "metrics.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    tmp.replace(path)
+
+
+def load_run(run_dir: str | pathlib.Path) -> tuple[YouTubeCandidateModel, DataSpec]:
+    """Rebuilds the model of a run directory and restores its weights."""
+    run_dir = pathlib.Path(run_dir)
+    for name in ("config.json", "data.json", "checkpoint"):
+        if not (run_dir / name).exists():
+            raise ValueError(
+                f"`run_dir` {str(run_dir)!r} is not a training run: {name} is missing. "
+                "Create one with `tfrs-youtube train --output DIR`."
+            )
+    config = YouTubeCandidateConfig.load(run_dir / "config.json")
+    spec = DataSpec(**json.loads((run_dir / "data.json").read_text()))
+    model = YouTubeCandidateModel(config)
+    model(model.placeholder_features())  # creates every variable before the restore
+    status = model.load_weights(str(run_dir / "checkpoint" / "model"))
+    status.expect_partial().assert_existing_objects_matched()
+    return model, spec
+
+
+def evaluate_run(
+    run_dir: str | pathlib.Path,
+    ks: Sequence[int] = (10, 50, 100),
+    log: Callable[[str], None] = lambda message: None,
+) -> dict[str, dict[str, float]]:
+    """Re-evaluates a saved run on its holdout (rebuilt from `data.json`)."""
+    model, spec = load_run(run_dir)
+    log(f"Rebuilding the holdout from {spec.source!r} ...")
+    data = prepare_data(spec)
+    log(f"Scoring {len(data.holdout)} holdout users over {len(data.video_vocab)} videos ...")
+    return evaluate(model, data, ks)
