@@ -49,7 +49,7 @@ def main() -> None:
     # The paper's demographics (gender, age) stay in the config; occupation is the subclass's.
     config.categorical_features.pop("occupation", None)
     model = OccupationModel(config, occupations)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
     keys = sorted(set(model.feature_layers) | {"label"})
     model.fit(data.train.to_dataset(batch_size=256, shuffle=True, keys=keys),
               epochs=args.epochs, verbose=2)

@@ -36,7 +36,7 @@ def main() -> None:
         data, embedding_dim=64, output_dim=64, depth=2, num_sampled=512
     )
     model = YouTubeCandidateModel(config)
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.1))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.003))
 
     keys = sorted(set(model.feature_layers) | {"label"})
     train = data.train.to_dataset(batch_size=256, shuffle=True, keys=keys)

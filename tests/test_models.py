@@ -184,3 +184,24 @@ def test_subclass_adds_a_feature():
     assert np.isfinite(float(model.compute_loss(batch, training=True)))
     with pytest.raises(ValueError, match="Feature 'device' is missing"):
         model.user_embedding(_batch())
+
+
+def test_fit_with_callbacks_and_checkpoints(tmp_path):
+    model = YouTubeCandidateModel(_config())
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+    dataset = tf.data.Dataset.from_tensor_slices(_batch(n=30)).batch(10)
+    path = str(tmp_path / "ckpt-{epoch}")
+    seen_epochs = []
+    callbacks = [
+        tf.keras.callbacks.ModelCheckpoint(path, save_weights_only=True),
+        tf.keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: seen_epochs.append(e)),
+    ]
+    model.fit(dataset, validation_data=dataset, epochs=2, verbose=0, callbacks=callbacks)
+    assert seen_epochs == [0, 1]
+    restored = YouTubeCandidateModel(_config())
+    restored(restored.placeholder_features())
+    restored.load_weights(str(tmp_path / "ckpt-2")).assert_existing_objects_matched()
+    batch = _batch()
+    np.testing.assert_allclose(
+        restored.scores(batch).numpy(), model.scores(batch).numpy(), rtol=1e-5
+    )

@@ -32,3 +32,17 @@ def _check_keras_2() -> None:
 _check_keras_2()
 
 __version__ = "0.1.0"
+
+from tfrs_youtube import data, evaluation, layers, models, tasks  # noqa: E402
+from tfrs_youtube.config import YouTubeCandidateConfig  # noqa: E402
+from tfrs_youtube.models import YouTubeCandidateModel  # noqa: E402
+
+__all__ = [
+    "data",
+    "evaluation",
+    "layers",
+    "models",
+    "tasks",
+    "YouTubeCandidateConfig",
+    "YouTubeCandidateModel",
+]

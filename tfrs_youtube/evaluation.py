@@ -129,14 +129,16 @@ def evaluate_scorer(
 
 def _model_scorer(model: tf.keras.Model, keys: Iterable[str]) -> Scorer:
     keys = list(keys)
-
-    @tf.function(reduce_retracing=True)
-    def score(features: dict[str, tf.Tensor]) -> tf.Tensor:
-        return model.scores(features)
+    traced: list[Callable[[dict[str, tf.Tensor]], tf.Tensor]] = []
 
     def scorer(batch: Mapping[str, np.ndarray]) -> np.ndarray:
         inputs = {k: tf.constant(batch[k]) for k in keys if k in batch}
-        return score(inputs).numpy()
+        if not traced:  # one trace for every batch size and history width
+            signature = {
+                k: tf.TensorSpec([None] * v.shape.rank, v.dtype) for k, v in inputs.items()
+            }
+            traced.append(tf.function(model.scores, input_signature=[signature]))
+        return traced[0](inputs).numpy()
 
     return scorer
 
