@@ -39,3 +39,17 @@ def test_subpackages_have_explicit_public_api(name):
     assert module.__all__, name
     for symbol in module.__all__:
         assert hasattr(module, symbol), (name, symbol)
+
+
+def test_explicit_keras_3_setting_is_refused():
+    result = _run("import tfrs_youtube", TF_USE_LEGACY_KERAS="0")
+    assert result.returncode != 0
+    assert "TF_USE_LEGACY_KERAS='0' selects Keras 3" in result.stderr
+
+
+def test_exports_resolve():
+    import tfrs_youtube
+
+    assert tfrs_youtube.YouTubeCandidateModel.__name__ == "YouTubeCandidateModel"
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        tfrs_youtube.nope  # noqa: B018

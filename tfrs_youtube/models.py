@@ -227,6 +227,12 @@ class YouTubeCandidateModel(tfrs.Model):
             compute_metrics=not training,
         )
 
+    def train_step(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        logs = super().train_step(inputs)
+        # Recall@K needs full-catalogue logits, so the task computes it only when evaluating;
+        # its never-updated value is left out of the training logs.
+        return {name: value for name, value in logs.items() if not name.startswith("recall_at_")}
+
     def scores(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """Softmax logits u·v_j + b_j over the whole catalogue, [batch, num_videos]."""
         return self.candidates.logits(self.user_embedding(features))
