@@ -90,12 +90,14 @@ def test_integer_ids():
     assert np.isfinite(float(model.compute_loss(batch, training=True)))
 
 
-def test_fit_learns_the_training_set_and_reports_recall():
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fit_learns_the_training_set_and_reports_recall(seed):
+    tf.keras.utils.set_random_seed(seed)
     model = YouTubeCandidateModel(_config(sampler="uniform", num_sampled=10))
-    model.compile(optimizer=tf.keras.optimizers.Adagrad(0.5))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     examples = tf.data.Dataset.from_tensor_slices(_batch(n=30)).batch(10)
     before = model.evaluate(examples, return_dict=True, verbose=0)["recall_at_3"]
-    history = model.fit(examples.repeat(5), epochs=4, verbose=0)
+    history = model.fit(examples.repeat(5), epochs=6, verbose=0)
     assert "loss" in history.history and "recall_at_3" not in history.history
     after = model.evaluate(examples, return_dict=True, verbose=0)["recall_at_3"]
     # Full-catalogue recall@3 starts near 3/20; the label is a function of the history.
