@@ -36,6 +36,7 @@ __all__ = [
     "train",
     "evaluate_run",
     "load_run",
+    "export_run",
 ]
 
 _OPTIMIZERS = ("adagrad", "adam", "sgd")
@@ -203,3 +204,17 @@ def evaluate_run(
     data = prepare_data(spec)
     log(f"Scoring {len(data.holdout)} holdout users over {len(data.video_vocab)} videos ...")
     return evaluate(model, data, ks)
+
+
+def export_run(
+    run_dir: str | pathlib.Path, base_path: str | pathlib.Path, **export_options: Any
+) -> pathlib.Path:
+    """Exports the model of a run directory as a new TF Serving version under `base_path`.
+
+    `export_options` go to `tfrs_youtube.export.export_saved_model` (version, index, k, ...).
+    Returns the version directory.
+    """
+    from tfrs_youtube.export import export_saved_model
+
+    model, _ = load_run(run_dir)
+    return export_saved_model(model, base_path, **export_options)
