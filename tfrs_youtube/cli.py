@@ -13,7 +13,7 @@ _DEFAULT_KS = (10, 50, 100)
 
 def _quiet_tensorflow() -> None:
     """Keeps TensorFlow's C++ and Python log lines out of the command's output."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     import logging
 
