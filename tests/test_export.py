@@ -1,0 +1,309 @@
+"""Export: SavedModel signatures reloaded in a fresh process, against a NumPy brute force."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import prediction_log_pb2
+
+from tfrs_youtube import export
+from tfrs_youtube.export import (
+    SCORES,
+    SERVING_DEFAULT,
+    TOP_K,
+    USER_EMBEDDING,
+    VIDEO_IDS,
+    WARMUP_FILE,
+    TopNIndex,
+    export_saved_model,
+    latest_version,
+    serving_input_signature,
+)
+from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
+
+VOCAB = [f"v{i}" for i in range(40)]
+K_MAX = 8
+
+
+def _model(**overrides):
+    config = dict(
+        video_vocabulary=VOCAB, embedding_dim=8, output_dim=8, depth=2, max_history=10,
+        search_vocabulary=["cat", "dog", "cat_dog"], search_embedding_dim=4,
+        categorical_features={"geo": ["us", "de"]}, numeric_features={"age": [10.0, 30.0, 50.0]},
+        num_sampled=5, metrics_k=[3], seed=1,
+    )
+    config.update(overrides)
+    model = YouTubeCandidateModel(YouTubeCandidateConfig(**config))
+    model.user_embedding(model.placeholder_features())
+    model.candidates.build(None)
+    # Distinct random v_j and b_j so the top-N order has no ties.
+    rng = np.random.default_rng(7)
+    model.candidates.embeddings.assign(rng.normal(size=(len(VOCAB), 8)).astype("float32"))
+    model.candidates.bias.assign(rng.normal(size=len(VOCAB)).astype("float32"))
+    return model
+
+
+def _requests():
+    history = [["v1", "v2", "v3", ""], ["v5", "unknown", "", ""], ["", "", "", ""],
+               ["v0", "v10", "v20", "v30"]]
+    return {
+        "watch_history": np.array(history, dtype=object),
+        "search_tokens": np.array([["cat", ""], ["dog", "cat_dog"], ["", ""], ["x", ""]],
+                                  dtype=object),
+        "geo": np.array(["us", "de", "fr", ""], dtype=object),
+        "age": np.array([12.0, 40.0, 0.0, 70.0], dtype=np.float32),
+    }
+
+
+def _reference(model, features, k, example_age=None):
+    """NumPy top-k of u.v_j + b_j with each row's watched videos excluded."""
+    age = np.zeros(len(features["age"]), np.float32) if example_age is None else example_age
+    tensors = {name: tf.constant(value) for name, value in features.items()}
+    u = model.user_embedding({**tensors, "example_age": tf.constant(age)}).numpy()
+    scores = u @ model.candidates.embeddings.numpy().T + model.candidates.bias.numpy()
+    ids, top = [], []
+    for row, history in zip(scores, features["watch_history"]):
+        order = [j for j in np.argsort(-row) if VOCAB[j] not in set(history)][:k]
+        ids.append([VOCAB[j] for j in order])
+        top.append(row[order])
+    return np.array(ids), np.array(top), u
+
+
+_LOAD_SCRIPT = """
+import json, sys
+import numpy as np
+import tfrs_youtube.export  # registers ScaNN's ops
+import tensorflow as tf
+features = dict(np.load(sys.argv[2], allow_pickle=True))
+tensors = {name: tf.constant(value.tolist() if value.dtype == object else value)
+           for name, value in features.items()}
+age = tf.constant(np.linspace(0.1, 0.9, 4).astype("float32"))
+out = {}
+for name in sys.argv[3:]:
+    served = tf.saved_model.load(sys.argv[1] + "/" + name).signatures
+    default = served["serving_default"](**tensors)
+    top5 = served["top_k"](**tensors, k=tf.constant(5), example_age=tf.zeros([4]))
+    aged = served["top_k"](**tensors, k=tf.constant(5), example_age=age)
+    user = served["user_embedding"](**tensors)
+    out[name] = {
+        "ids": default["video_ids"].numpy().astype(str).tolist(),
+        "scores": default["scores"].numpy().tolist(),
+        "top5_ids": top5["video_ids"].numpy().astype(str).tolist(),
+        "top5_scores": top5["scores"].numpy().tolist(),
+        "aged_ids": aged["video_ids"].numpy().astype(str).tolist(),
+        "user": user["user_embedding"].numpy().tolist(),
+    }
+print(json.dumps(out))
+"""
+
+_CORE_OPS_SCRIPT = """
+import json, sys
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow.python.framework import op_def_registry
+proto = saved_model_pb2.SavedModel.FromString(open(sys.argv[1] + "/saved_model.pb", "rb").read())
+ops = set()
+for graph in proto.meta_graphs:
+    ops |= {node.op for node in graph.graph_def.node}
+    for function in graph.graph_def.library.function:
+        ops |= {node.op for node in function.node_def}
+missing = sorted(op for op in ops if op_def_registry.get(op) is None)
+served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+served(watch_history=tf.constant([["v1", ""]]), search_tokens=tf.constant([["cat"]]),
+       geo=tf.constant(["us"]), age=tf.constant([20.0]))
+print(json.dumps({"ops": sorted(ops), "missing": missing, "scann": "scann" in sys.modules}))
+"""
+
+
+def _run(script, *args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run([sys.executable, "-c", script, *map(str, args)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The same model exported with exact ScaNN (version 1) and brute force (version 2)."""
+    model = _model()
+    base = tmp_path_factory.mktemp("models") / "youtube"
+    export_saved_model(model, base, index="scann", k=K_MAX,
+                       scann_options={"brute_force_threshold": 1_000_000})
+    export_saved_model(model, base, index="brute_force", k=K_MAX)
+    features = _requests()
+    np.savez(base.parent / "features.npz", **features)
+    served = _run(_LOAD_SCRIPT, base, base.parent / "features.npz", 1, 2)
+    return model, base, features, served
+
+
+@pytest.mark.parametrize("version", ["1", "2"], ids=["scann", "brute_force"])
+def test_signatures_in_fresh_process_match_numpy(exported, version):
+    model, _, features, served = exported
+    out = served[version]
+    ids, scores, u = _reference(model, features, K_MAX)
+    np.testing.assert_array_equal(np.array(out["ids"]), ids)
+    np.testing.assert_allclose(out["scores"], scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["user"], u, rtol=1e-5, atol=1e-6)
+    # top_k with k=5 and example_age 0 is the prefix of serving_default.
+    np.testing.assert_array_equal(np.array(out["top5_ids"]), ids[:, :5])
+    np.testing.assert_allclose(out["top5_scores"], scores[:, :5], rtol=1e-5, atol=1e-5)
+    # top_k passes the request's example_age to the model.
+    aged, _, _ = _reference(model, features, 5, np.linspace(0.1, 0.9, 4).astype("float32"))
+    np.testing.assert_array_equal(np.array(out["aged_ids"]), aged)
+    for row, history in zip(out["ids"], features["watch_history"]):
+        assert not set(row) & set(history)
+
+
+def test_brute_force_export_uses_only_core_ops(exported):
+    _, base, _, _ = exported
+    report = _run(_CORE_OPS_SCRIPT, base / "2")
+    assert not report["scann"]
+    assert report["missing"] == []
+    assert "MatMul" in report["ops"] and "TopKV2" in report["ops"]
+    assert not [op for op in report["ops"] if op.lower().startswith("scann")]
+    # The check can fail: the ScaNN export does hold ScaNN ops.
+    proto = saved_model_pb2.SavedModel.FromString((base / "1" / "saved_model.pb").read_bytes())
+    library = proto.meta_graphs[0].graph_def.library.function
+    assert any(n.op.startswith("Scann") for f in library for n in f.node_def)
+
+
+def test_warmup_file_holds_one_request_per_signature(exported):
+    _, base, _, _ = exported
+    served = tf.saved_model.load(str(base / "2")).signatures
+    records = list(tf.data.TFRecordDataset(str(base / "2" / WARMUP_FILE)).as_numpy_iterator())
+    logs = [prediction_log_pb2.PredictionLog.FromString(r) for r in records]
+    names = [log.predict_log.request.model_spec.signature_name for log in logs]
+    assert sorted(names) == sorted([SERVING_DEFAULT, TOP_K, USER_EMBEDDING])
+    for log in logs:
+        request = log.predict_log.request
+        assert request.model_spec.name == "youtube"
+        inputs = {name: tf.constant(tf.make_ndarray(t)) for name, t in request.inputs.items()}
+        outputs = served[request.model_spec.signature_name](**inputs)
+        assert all(value.shape[0] == 2 for value in outputs.values())
+
+
+def test_watched_videos_never_come_back_even_beyond_max_history(tmp_path):
+    # 37 watched videos (more than max_history=10) leave 3 of 40 for k=8: "" and -inf pad.
+    model = _model()
+    path = export_saved_model(model, tmp_path, index="brute_force", k=K_MAX, warmup=False)
+    served = tf.saved_model.load(str(path)).signatures[SERVING_DEFAULT]
+    history = [VOCAB[:37], VOCAB[3:40]]
+    out = served(watch_history=tf.constant(history), search_tokens=tf.constant([[""], [""]]),
+                 geo=tf.constant(["us", "us"]), age=tf.constant([1.0, 1.0]))
+    ids = out[VIDEO_IDS].numpy().astype(str)
+    assert sorted(ids[0, :3]) == ["v37", "v38", "v39"]
+    assert sorted(ids[1, :3]) == ["v0", "v1", "v2"]
+    assert (ids[:, 3:] == "").all() and np.isneginf(out[SCORES].numpy()[:, 3:]).all()
+
+
+def test_limits_fail_inside_the_graph(tmp_path):
+    model = _model()
+    path = export_saved_model(model, tmp_path, index="brute_force", k=K_MAX, max_batch_size=2,
+                              warmup=False)
+    served = tf.saved_model.load(str(path)).signatures
+    features = {name: tf.constant(value[:3].tolist() if value.dtype == object else value[:3])
+                for name, value in _requests().items()}
+    two = {name: value[:2] for name, value in features.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"batch size 3 exceeds the exported max_batch_size=2"):
+        served[SERVING_DEFAULT](**features)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_batch_size=2"):
+        served[USER_EMBEDDING](**features)
+    for k in (0, K_MAX + 1):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=rf"k must be in \[1, {K_MAX}\]. Received: k={k}"):
+            served[TOP_K](**two, k=tf.constant(k), example_age=tf.zeros([2]))
+
+
+def test_versions_are_numbered_and_immutable(tmp_path):
+    model = _model(features=["watches"])
+    assert latest_version(tmp_path) is None
+    assert export_saved_model(model, tmp_path, index="brute_force", k=3).name == "1"
+    assert export_saved_model(model, tmp_path, index="brute_force", k=3).name == "2"
+    assert export_saved_model(model, tmp_path, index="brute_force", k=3, version=7).name == "7"
+    assert latest_version(tmp_path) == 7
+    with pytest.raises(ValueError, match="Received: version=2"):
+        export_saved_model(model, tmp_path, index="brute_force", k=3, version=2)
+    # A failure inside ScaNN's builder (after the temp dir exists) leaves nothing behind.
+    with pytest.raises(ValueError, match="hash_type"):
+        export_saved_model(model, tmp_path, k=3, scann_options={
+            "brute_force_threshold": 2, "hash_type": "lut8"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "7"]
+    assert (tmp_path / "7" / "saved_model.pb").exists()
+    assert (tmp_path / "7" / WARMUP_FILE).exists()
+
+
+def test_serving_input_signature():
+    specs = serving_input_signature(_model())
+    assert {name: (tuple(s.shape.as_list()), s.dtype) for name, s in specs.items()} == {
+        "watch_history": ((None, None), tf.string), "search_tokens": ((None, None), tf.string),
+        "geo": ((None,), tf.string), "age": ((None,), tf.float32),
+    }
+    assert all(spec.name == name for name, spec in specs.items())
+
+
+def test_default_scann_recall_on_100k_catalogue():
+    # Clustered Gaussian output embeddings and biases: [v_j, b_j] rows, [u, 1] queries.
+    rng = np.random.default_rng(0)
+    num_videos, dim = 100_000, 64
+    centers = rng.normal(size=(200, dim))
+    v = centers[rng.integers(0, 200, num_videos)] + 0.5 * rng.normal(size=(num_videos, dim))
+    vectors = np.concatenate([v, rng.normal(size=(num_videos, 1))], axis=1).astype("float32")
+    queries = np.concatenate([rng.normal(size=(100, dim)), np.ones((100, 1))], 1)
+    queries = queries.astype("float32")
+    index = TopNIndex(vectors, "scann", num_neighbors=150)  # export's k=100 + max_history=50
+    assert index.settings["num_leaves"] is not None  # partitioned + hashed, not exhaustive
+    rows, scores = index.search(tf.constant(queries), 100)
+    exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :100]
+    recall = np.mean([len(set(r) & set(e)) / 100 for r, e in zip(rows.numpy(), exact)])
+    assert recall >= 0.95
+
+
+def test_scann_defaults_scale_with_the_catalogue():
+    # sqrt(1e6) = 1000 leaves, 10% searched; below 20k videos, exhaustive float32 scoring.
+    assert export.scann_defaults(1_000_000, 150)["num_leaves_to_search"] == 100
+    assert export.scann_defaults(10_000, 150)["num_leaves"] is None
+    assert export.scann_defaults(10_000, 150, brute_force_threshold=100)["num_leaves"] == 100
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(index="faiss"), ValueError, "Received: index='faiss'"),
+        (dict(k=0), ValueError, "Received: k=0"),
+        (dict(k=41), ValueError, r"in \[1, 40\]. Received: k=41"),
+        (dict(k="5"), TypeError, "Received: k='5'"),
+        (dict(max_batch_size=0), ValueError, "Received: max_batch_size=0"),
+        (dict(max_history=-1), ValueError, "Received: max_history=-1"),
+        (dict(version=-1), ValueError, "Received: version=-1"),
+        (dict(scann_options={"leaves": 3}), ValueError, "Unknown `scann_options` key"),
+        (dict(index="brute_force", scann_options={}), ValueError, "only applies to"),
+    ],
+)
+def test_invalid_arguments(tmp_path, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        export_saved_model(_model(features=["watches"]), tmp_path / "base", **{"k": 5, **kwargs})
+    assert not (tmp_path / "base").exists() or not list((tmp_path / "base").iterdir())
+
+
+def test_invalid_models(tmp_path):
+    with pytest.raises(TypeError, match="Received: model="):
+        export_saved_model(tf.keras.Sequential(), tmp_path)
+    integer_ids = YouTubeCandidateModel(YouTubeCandidateConfig(
+        num_videos=10, features=["watches"], num_sampled=2))
+    with pytest.raises(ValueError, match="video_vocabulary=None"):
+        export_saved_model(integer_ids, tmp_path)
+
+
+def test_latest_version_ignores_temp_and_non_integer_dirs(tmp_path):
+    for name in ("3", "12", ".tmp-13-abc", "notes"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "99").write_text("a file, not a version")
+    assert latest_version(pathlib.Path(tmp_path)) == 12

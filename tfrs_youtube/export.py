@@ -1,0 +1,484 @@
+"""SavedModel export with top-N signatures for TensorFlow Serving (ScaNN or brute force).
+
+Serving never computes the softmax (Covington et al. 2016, section 3.2): the top-N videos are
+the N largest logits `u . v_j + b_j`, a maximum inner product search. The bias is folded into
+the index (vectors `[v_j, b_j]`, queries `[u, 1]`), so the index returns the softmax order.
+
+Importing this module imports `scann` (when installed), which registers ScaNN's TensorFlow ops:
+a process must import it before `tf.saved_model.load` of an `index="scann"` export.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pathlib
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
+from tfrs_youtube.models import EXAMPLE_AGE, WATCH_HISTORY, YouTubeCandidateModel
+
+try:  # ScaNN's custom ops are registered by this import.
+    from scann import scann_ops
+except ImportError:  # pragma: no cover - scann is a Linux-only dependency
+    scann_ops = None
+
+__all__ = [
+    "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "USER_EMBEDDING_OUTPUT",
+    "K_INPUT", "EXAMPLE_AGE_INPUT", "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
+    "export_saved_model", "serving_input_signature", "latest_version", "scann_defaults",
+    "TopNIndex",
+]
+
+SERVING_DEFAULT = "serving_default"
+TOP_K = "top_k"
+USER_EMBEDDING = "user_embedding"
+VIDEO_IDS = "video_ids"
+SCORES = "scores"
+USER_EMBEDDING_OUTPUT = "user_embedding"
+K_INPUT = "k"
+EXAMPLE_AGE_INPUT = EXAMPLE_AGE
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+INDEX_KINDS = ("scann", "brute_force")
+
+# Keys of `scann_options` (see `scann_defaults` for what each one means).
+SCANN_OPTIONS = (
+    "brute_force_threshold", "num_leaves", "num_leaves_to_search", "training_sample_size",
+    "training_iterations", "dimensions_per_block", "anisotropic_quantization_threshold",
+    "hash_type", "reordering_num_neighbors", "training_threads", "parallel_search",
+)
+
+
+def scann_defaults(
+    num_videos: int, num_neighbors: int, brute_force_threshold: int = 20_000
+) -> dict[str, Any]:
+    """The ScaNN settings `export_saved_model` uses for a catalogue, before `scann_options`.
+
+    Keys (each may be overridden through `scann_options`):
+
+    - `brute_force_threshold`: int. Catalogues smaller than this are scored exhaustively in
+      float32 (exact); larger ones are partitioned and hashed. Defaults to 20,000.
+    - `num_leaves`: int. k-means partitions, about sqrt(num_videos) (None when exhaustive).
+    - `num_leaves_to_search`: int. Partitions scored per query, 10% of them (at least 10).
+    - `training_sample_size`: int. Points that train the partitioner and the codebooks.
+    - `training_iterations`: int. k-means iterations of the partitioner. Defaults to 12.
+    - `dimensions_per_block`: int. Dimensions per asymmetric-hashing block. Defaults to 2.
+    - `anisotropic_quantization_threshold`: float. ScaNN's score-aware quantization for inner
+      products. Defaults to 0.2.
+    - `hash_type`: str. "lut16" (fast in-register lookups) or "lut256". Defaults to "lut16".
+    - `reordering_num_neighbors`: int. Candidates re-scored exactly in float32 after hashing,
+      4x `num_neighbors`; 0 turns reordering off (scores are then approximate).
+    - `training_threads`: int. Threads that build the index; 0 uses all cores.
+    - `parallel_search`: bool. Search the queries of a batch on several threads.
+
+    >>> scann_defaults(1_000_000, 150)["num_leaves"]
+    1000
+    >>> scann_defaults(5_000, 150)["num_leaves"] is None  # exhaustive scoring
+    True
+    """
+    partitioned = num_videos >= brute_force_threshold
+    num_leaves = max(2, int(round(math.sqrt(num_videos))))
+    return {
+        "brute_force_threshold": brute_force_threshold,
+        "num_leaves": num_leaves if partitioned else None,
+        "num_leaves_to_search": min(num_leaves, max(10, round(0.1 * num_leaves)))
+        if partitioned else None,
+        "training_sample_size": min(num_videos, 250_000),
+        "training_iterations": 12,
+        "dimensions_per_block": 2,
+        "anisotropic_quantization_threshold": 0.2,
+        "hash_type": "lut16",
+        "reordering_num_neighbors": 4 * num_neighbors,
+        "training_threads": 0,
+        "parallel_search": True,
+    }
+
+
+def _scann_settings(
+    num_videos: int, num_neighbors: int, options: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(SCANN_OPTIONS))
+    if unknown:
+        raise ValueError(
+            f"Unknown `scann_options` key(s) {unknown}; expected any of {list(SCANN_OPTIONS)}. "
+            f"Received: scann_options={options!r}"
+        )
+    threshold = options.get("brute_force_threshold", 20_000)
+    settings = scann_defaults(num_videos, num_neighbors, threshold)
+    settings.update(options)
+    return settings
+
+
+class TopNIndex(tf.Module):
+    """The maximum inner product index of an export: ScaNN or brute force over `vectors`.
+
+    Args:
+        vectors: float32 array `[num_videos, dim]`, the index vectors (`[v_j, b_j]`).
+        kind: str. "scann" or "brute_force" (`tf.linalg.matmul` + `tf.math.top_k`, core ops).
+        num_neighbors: int. The usual number of results (tunes ScaNN's defaults).
+        scann_options: dict. Overrides of `scann_defaults` (index "scann" only).
+
+    Call `search(queries [batch, dim], num)` -> `(rows int32 [batch, num], scores float32
+    [batch, num])`, best first; `num` may be a tensor.
+
+    >>> index = TopNIndex(np.eye(3, dtype="float32"), "brute_force", num_neighbors=1)
+    >>> rows, scores = index.search(tf.constant([[0.0, 2.0, 1.0]]), 2)
+    >>> rows.numpy().tolist(), scores.numpy().tolist()
+    ([[1, 2]], [[2.0, 1.0]])
+    """
+
+    def __init__(self, vectors: Any, kind: str, num_neighbors: int,
+                 scann_options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(name=f"{kind}_index")
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.kind = kind
+        self.num_videos = int(vectors.shape[0])
+        if kind == "brute_force":
+            self.vectors = tf.Variable(vectors, trainable=False, name="index_vectors")
+            return
+        if scann_ops is None:
+            raise ImportError("index='scann' needs ScaNN: `pip install scann~=1.4.2` (Linux).")
+        s = self.settings = _scann_settings(self.num_videos, num_neighbors, scann_options)
+        builder = scann_ops.builder(vectors, num_neighbors, "dot_product")
+        if s["training_threads"]:
+            builder = builder.set_n_training_threads(s["training_threads"])
+        self.reordering_num_neighbors = 0
+        if s["num_leaves"] is None:
+            builder = builder.score_brute_force()
+        else:
+            builder = builder.tree(
+                num_leaves=s["num_leaves"], num_leaves_to_search=s["num_leaves_to_search"],
+                training_sample_size=s["training_sample_size"],
+                training_iterations=s["training_iterations"],
+            ).score_ah(
+                s["dimensions_per_block"], s["anisotropic_quantization_threshold"],
+                training_sample_size=s["training_sample_size"], hash_type=s["hash_type"],
+            )
+            if s["reordering_num_neighbors"]:
+                builder = builder.reorder(s["reordering_num_neighbors"])
+                self.reordering_num_neighbors = int(s["reordering_num_neighbors"])
+        self.parallel_search = bool(s["parallel_search"])
+        self.searcher = builder.build().serialize_to_module()
+
+    def search(self, queries: tf.Tensor, num: Any) -> tuple[tf.Tensor, tf.Tensor]:
+        """Top `num` rows by inner product with each query, best first."""
+        num = tf.minimum(tf.cast(num, tf.int32), self.num_videos)
+        if self.kind == "brute_force":
+            scores = tf.linalg.matmul(queries, self.vectors, transpose_b=True)
+            scores, rows = tf.math.top_k(scores, num)
+            return rows, scores
+        searcher = scann_ops.searcher_from_module(self.searcher)
+        pre = -1  # the config's (no reordering)
+        if self.reordering_num_neighbors:
+            pre = tf.maximum(num, self.reordering_num_neighbors)
+
+        def search(parallel):
+            method = searcher.search_batched_parallel if parallel else searcher.search_batched
+            result = method(queries, final_num_neighbors=num, pre_reorder_num_neighbors=pre)
+            return result.indices, result.distances
+
+        if not self.parallel_search:
+            return search(False)
+        # A thread pool only slows a single query down.
+        return tf.cond(tf.shape(queries)[0] > 1, lambda: search(True), lambda: search(False))
+
+
+def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.TensorSpec]:
+    """The request inputs of `serving_default`: the model's features except `example_age`.
+
+    Bags (`watch_history`, `search_tokens`) are `[batch, n]` padded IDs, categorical features
+    `[batch]` IDs (string, or int64 in integer mode), any other feature float32 `[batch]`.
+
+    >>> from tfrs_youtube.models import YouTubeCandidateConfig
+    >>> model = YouTubeCandidateModel(YouTubeCandidateConfig(video_vocabulary=["a", "b"],
+    ...     features=["watches"], num_sampled=None))
+    >>> serving_input_signature(model)
+    {'watch_history': TensorSpec(shape=(None, None), dtype=tf.string, name='watch_history')}
+    """
+    specs = {}
+    for name, layer in model.feature_layers.items():
+        if name == EXAMPLE_AGE:
+            continue
+        if isinstance(layer, HistoryEmbeddingPooler):
+            dtype = tf.string if layer.lookup is not None else tf.int64
+            specs[name] = tf.TensorSpec([None, None], dtype, name=name)
+        elif isinstance(layer, CategoricalEmbedding):
+            dtype = tf.string if layer.vocabulary is not None else tf.int64
+            specs[name] = tf.TensorSpec([None], dtype, name=name)
+        else:
+            specs[name] = tf.TensorSpec([None], tf.float32, name=name)
+    return specs
+
+
+def _check_limits(batch: tf.Tensor, max_batch_size: int, k: tf.Tensor | None, k_max: int):
+    checks = [tf.debugging.Assert(
+        batch <= max_batch_size,
+        [tf.strings.format(
+            "batch size {} exceeds the exported max_batch_size=" + str(max_batch_size), batch)],
+        name="max_batch_size")]
+    if k is not None:
+        checks.append(tf.debugging.Assert(
+            tf.logical_and(k >= 1, k <= k_max),
+            [tf.strings.format(f"k must be in [1, {k_max}]. Received: k={{}}", k)], name="k_range"))
+    return checks
+
+
+class _ServingModule(tf.Module):
+    """User tower + top-N index + ID mapping; its tf.functions become the signatures."""
+
+    def __init__(self, model, index, k_max, max_batch_size, max_history):
+        super().__init__(name="youtube_candidate_generation")
+        self.model = model
+        self.index = index
+        self.k_max = k_max
+        self.max_batch_size = max_batch_size
+        self.max_history = max_history
+        self.video_ids = tf.constant(list(model.config.video_vocabulary), tf.string)
+        self.num_oov = model.history_pooler.num_oov_indices
+
+    def _user(self, features, checks):
+        with tf.control_dependencies(checks):
+            features = {name: tf.identity(value) for name, value in features.items()}
+        return self.model.user_embedding(features, training=False)
+
+    def _top_n(self, features, k, checks):
+        user = self._user(features, checks)
+        history = features[WATCH_HISTORY]
+        queries = tf.concat([user, tf.ones_like(user[:, :1])], axis=1)  # [u, 1] . [v_j, b_j]
+        # Over-fetch by the history length so k unwatched videos remain after masking.
+        num = self.k_max + tf.maximum(self.max_history, tf.shape(history)[1])
+        rows, scores = self.index.search(queries, num)
+        watched_rows = self.model.history_pooler.ids_to_indices(history) - self.num_oov
+        watched = tf.reduce_any(
+            tf.equal(tf.cast(rows, tf.int64)[:, :, None], watched_rows[:, None, :]), axis=2)
+        scores = tf.where(watched, tf.constant(-np.inf, scores.dtype), scores)
+        scores, positions = tf.math.top_k(scores, k)
+        ids = tf.gather(self.video_ids, tf.gather(rows, positions, batch_dims=1))
+        # Fewer than k unwatched videos in the whole catalogue: pad with "" and -inf.
+        ids = tf.where(tf.math.is_inf(scores), tf.constant("", tf.string), ids)
+        return {VIDEO_IDS: ids, SCORES: scores}
+
+    def serve(self, **features):
+        batch = tf.shape(features[WATCH_HISTORY])[0]
+        checks = _check_limits(batch, self.max_batch_size, None, self.k_max)
+        return self._top_n(features, self.k_max, checks)
+
+    def top_k(self, **features):
+        k = features.pop(K_INPUT)
+        example_age = features.pop(EXAMPLE_AGE_INPUT)
+        if EXAMPLE_AGE in self.model.feature_layers:
+            features[EXAMPLE_AGE] = example_age
+        batch = tf.shape(features[WATCH_HISTORY])[0]
+        return self._top_n(features, k, _check_limits(batch, self.max_batch_size, k, self.k_max))
+
+    def embed(self, **features):
+        batch = tf.shape(features[WATCH_HISTORY])[0]
+        checks = _check_limits(batch, self.max_batch_size, None, self.k_max)
+        return {USER_EMBEDDING_OUTPUT: self._user(features, checks)}
+
+    def signatures(self, specs):
+        top_k_specs = dict(specs)
+        top_k_specs[K_INPUT] = tf.TensorSpec([], tf.int32, name=K_INPUT)
+        top_k_specs[EXAMPLE_AGE_INPUT] = tf.TensorSpec([None], tf.float32, name=EXAMPLE_AGE_INPUT)
+        return {
+            SERVING_DEFAULT: tf.function(self.serve).get_concrete_function(**specs),
+            TOP_K: tf.function(self.top_k).get_concrete_function(**top_k_specs),
+            USER_EMBEDDING: tf.function(self.embed).get_concrete_function(**specs),
+        }
+
+
+def _warmup_inputs(model: YouTubeCandidateModel, specs: Mapping[str, tf.TensorSpec]):
+    """A batch of 2 requests built from the vocabularies (real IDs, pads, defaults)."""
+    videos = list(model.config.video_vocabulary)
+    inputs = {}
+    for name, spec in specs.items():
+        layer = model.feature_layers[name]
+        vocabulary = list(getattr(layer, "vocabulary", None) or [])
+        if spec.shape.rank == 2:
+            words = videos if name == WATCH_HISTORY else vocabulary
+            if spec.dtype == tf.string and words:
+                inputs[name] = np.array([[words[0], words[-1]], [words[-1], ""]], dtype=object)
+            else:
+                inputs[name] = np.array([[0, 1], [1, -1]], dtype=np.int64)
+        elif spec.dtype == tf.string:
+            inputs[name] = np.array([vocabulary[0] if vocabulary else "", ""], dtype=object)
+        else:
+            inputs[name] = np.zeros([2], spec.dtype.as_numpy_dtype)
+    return inputs
+
+
+def _write_warmup(path: pathlib.Path, model_name: str, inputs: Mapping[str, Any], k: int):
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    requests = {
+        SERVING_DEFAULT: inputs,
+        TOP_K: {**inputs, K_INPUT: np.int32(k), EXAMPLE_AGE_INPUT: np.zeros([2], np.float32)},
+        USER_EMBEDDING: inputs,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, tensors in requests.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = signature
+            for name, value in tensors.items():
+                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log.SerializeToString())
+
+
+def latest_version(base_path: str | os.PathLike) -> int | None:
+    """The largest integer version directory under `base_path`, or None if there is none.
+
+    >>> latest_version("/nonexistent/base/path") is None
+    True
+    """
+    base = pathlib.Path(base_path)
+    if not base.is_dir():
+        return None
+    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=None)
+
+
+def _check_int_arg(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}` must be an integer {bound}. Received: {name}={value!r}")
+
+
+def export_saved_model(
+    model: YouTubeCandidateModel,
+    base_path: str | os.PathLike,
+    *,
+    version: int | None = None,
+    index: str = "scann",
+    k: int = 100,
+    max_batch_size: int = 256,
+    max_history: int | None = None,
+    scann_options: Mapping[str, Any] | None = None,
+    warmup: bool = True,
+) -> pathlib.Path:
+    """Writes `base_path/<version>/`: a SavedModel that serves the top-k videos of a user.
+
+    DESIGN.md section 5. The SavedModel holds the feature preprocessing (string video IDs in and
+    out), the user tower and a top-N index over `[v_j, b_j]`, so results come in softmax order
+    and `scores` are the logits `u . v_j + b_j`. Signatures (every input is required):
+
+    - `serving_default`: `serving_input_signature(model)` -> `video_ids` string [batch, k] and
+      `scores` float32 [batch, k]; `example_age` is 0.
+    - `top_k`: the same inputs plus `k` int32 scalar in [1, k] and `example_age` float32
+      [batch] (ignored by a model without that feature) -> the same outputs, [batch, k].
+    - `user_embedding`: the same inputs -> `user_embedding` float32 [batch, d].
+
+    Videos in a request's `watch_history` never come back: the index returns
+    `k + max(max_history, n)` candidates, watched ones are dropped and the first k kept (when
+    the catalogue holds fewer unwatched videos, the tail is "" with score -inf). Batches
+    above `max_batch_size` and `k` outside [1, k] fail with `InvalidArgumentError`.
+
+    The version is published atomically: written to `base_path/.tmp-<version>-*` and renamed,
+    so a polling TF Serving never sees half a model; on failure the temp dir is removed.
+    `index="scann"` needs ScaNN's ops in the server (import this module before loading;
+    TF Serving needs a ScaNN build); `index="brute_force"` uses core TensorFlow ops only.
+
+    Args:
+        model: `YouTubeCandidateModel` with a `video_vocabulary` (string video IDs).
+        base_path: str or path. The TF Serving model base path (created if missing).
+        version: int >= 0. Defaults to the largest existing version + 1 (1 if none).
+        index: str. "scann" or "brute_force". Defaults to "scann".
+        k: int. The number of results of `serving_default`, and the maximum of `top_k`, in
+            [1, num_videos]. Defaults to 100.
+        max_batch_size: int >= 1. Largest batch a request may carry. Defaults to 256.
+        max_history: int >= 0. Minimum over-fetch for watched videos. Defaults to the model
+            config's `max_history`.
+        scann_options: dict. Overrides of `scann_defaults` (keys in `SCANN_OPTIONS`).
+        warmup: bool. Write `assets.extra/tf_serving_warmup_requests`. Defaults to True.
+
+    Returns:
+        `pathlib.Path` of the version directory.
+
+    Raises:
+        ValueError: on a model without `video_vocabulary`, an existing `version`, a bad
+            `index`, `k`, `max_batch_size`, `max_history`, or unknown `scann_options` keys
+            (or `scann_options` with `index="brute_force"`).
+        TypeError: if `model` is not a `YouTubeCandidateModel` or an int argument is not an int.
+        ImportError: if `index="scann"` and ScaNN is not installed.
+
+    >>> import tempfile
+    >>> from tfrs_youtube.models import YouTubeCandidateConfig
+    >>> model = YouTubeCandidateModel(YouTubeCandidateConfig(
+    ...     video_vocabulary=["a", "b", "c", "d"], embedding_dim=4, output_dim=4, depth=1,
+    ...     features=["watches"], num_sampled=None))
+    >>> base = tempfile.mkdtemp()
+    >>> export_saved_model(model, base, index="brute_force", k=2).name
+    '1'
+    >>> served = tf.saved_model.load(f"{base}/1").signatures["serving_default"]
+    >>> out = served(watch_history=tf.constant([["a", "b"]]))
+    >>> sorted(out), set(out["video_ids"].numpy()[0]) <= {b"c", b"d"}
+    (['scores', 'video_ids'], True)
+    """
+    if not isinstance(model, YouTubeCandidateModel):
+        raise TypeError(f"`model` must be a YouTubeCandidateModel. Received: model={model!r}")
+    vocabulary = model.config.video_vocabulary
+    if vocabulary is None:
+        raise ValueError(
+            "`model` must take string video IDs (a config with `video_vocabulary`). "
+            "Received: model with video_vocabulary=None"
+        )
+    if index not in INDEX_KINDS:
+        raise ValueError(f"`index` must be one of {INDEX_KINDS}. Received: index={index!r}")
+    _check_int_arg("k", k, 1, len(vocabulary))
+    _check_int_arg("max_batch_size", max_batch_size, 1)
+    max_history = model.config.max_history if max_history is None else max_history
+    _check_int_arg("max_history", max_history, 0)
+    if scann_options is not None and index != "scann":
+        raise ValueError(
+            f"`scann_options` only applies to index='scann'. Received: index={index!r}, "
+            f"scann_options={scann_options!r}"
+        )
+    if index == "scann":
+        _scann_settings(len(vocabulary), k + max_history, scann_options)  # validates keys
+    base = pathlib.Path(base_path)
+    if version is None:
+        version = (latest_version(base) or 0) + 1
+    _check_int_arg("version", version, 0)
+    target = base / str(int(version))
+    if target.exists():
+        raise ValueError(
+            f"Version {version} already exists at {target}; versions are immutable, pick "
+            f"another (or omit `version` for the next one). Received: version={version}"
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=base))
+    try:
+        specs = serving_input_signature(model)
+        placeholder = model.placeholder_features()
+        model.user_embedding(placeholder)  # builds every layer before the weights are read
+        vectors = np.concatenate(
+            [model.candidates.weights_table.numpy(), model.candidates.biases.numpy()[:, None]],
+            axis=1,
+        )
+        top_n = TopNIndex(vectors, index, k + max_history, scann_options)
+        module = _ServingModule(model, top_n, k, max_batch_size, max_history)
+        options = tf.saved_model.SaveOptions(
+            namespace_whitelist=["Scann"] if index == "scann" else None)
+        tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
+                            options=options)
+        if warmup:
+            _write_warmup(tmp / WARMUP_FILE, base.name, _warmup_inputs(model, specs), k)
+        if target.exists():
+            raise ValueError(f"Version {version} appeared during the export. "
+                             f"Received: version={version}")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
