@@ -1,0 +1,225 @@
+"""One loaded model version and the request checks TensorFlow Serving makes before running it.
+
+`Servable.load` reads a `base_path/<version>/` SavedModel, keeps its `SignatureDef`s (what
+`GetModelMetadata` returns) and its callable signatures, and replays the version's warmup
+records. `Servable.predict` answers a `PredictRequest` the way TF Serving's
+`predict_util.cc` does: the inputs must be exactly the signature's ("input size does not match
+signature ..."), `output_filter` names must be signature outputs, and each input's dtype and shape
+must fit the signature's `TensorInfo`. Failures raise `RpcStatus`, which the server turns into a
+gRPC status.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import re
+from typing import Any, Mapping
+
+import grpc
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, prediction_log_pb2
+
+# Importing the export module imports scann, which registers the ops of ScaNN exports.
+from tfrs_youtube.export import SERVING_DEFAULT, WARMUP_FILE
+
+__all__ = ["RpcStatus", "Servable", "available_versions"]
+
+_VERSION_DIR = re.compile(r"[0-9]+")
+
+
+class RpcStatus(Exception):
+    """A request failure with the gRPC status code to answer it with."""
+
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+
+
+def available_versions(base_path: str | os.PathLike) -> list[int]:
+    """The integer-named SavedModel directories under `base_path`, ascending.
+
+    Anything else (an exporter's temporary directory such as `.tmp-3-ab12`, stray files, a
+    directory without `saved_model.pb`) is ignored, as TF Serving ignores non-integer names.
+
+    >>> import pathlib, tempfile
+    >>> base = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("1", "10", "2", ".tmp-3-x", "notes"):
+    ...     (base / name).mkdir()
+    ...     (base / name / "saved_model.pb").touch()
+    >>> available_versions(base)
+    [1, 2, 10]
+    """
+    base = pathlib.Path(base_path)
+    if not base.is_dir():
+        return []
+    versions = []
+    for entry in base.iterdir():
+        if _VERSION_DIR.fullmatch(entry.name) and (entry / "saved_model.pb").is_file():
+            versions.append(int(entry.name))
+    return sorted(versions)
+
+
+def _shape_text(shape: Any) -> str:
+    if shape.unknown_rank:
+        return "<unknown rank>"
+    return "[" + ", ".join(str(d.size) for d in shape.dim) + "]"
+
+
+def _dtype_text(dtype: int) -> str:
+    try:
+        return tf.dtypes.as_dtype(dtype).name
+    except TypeError:
+        return f"<unknown dtype {dtype}>"
+
+
+def _check_input(alias: str, tensor: Any, info: meta_graph_pb2.TensorInfo) -> None:
+    """Raises INVALID_ARGUMENT when a request tensor's dtype or shape misses the signature's."""
+    expected = f"dtype {_dtype_text(info.dtype)} and shape {_shape_text(info.tensor_shape)}"
+    got = f"dtype {_dtype_text(tensor.dtype)} and shape {_shape_text(tensor.tensor_shape)}"
+    fits = tensor.dtype == info.dtype
+    if fits and not info.tensor_shape.unknown_rank:
+        want = [d.size for d in info.tensor_shape.dim]
+        have = [d.size for d in tensor.tensor_shape.dim]
+        fits = len(want) == len(have) and all(w < 0 or w == h for w, h in zip(want, have))
+    if not fits:
+        raise RpcStatus(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"Input '{alias}' does not match the signature: expected {expected}, got {got}.",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Servable:
+    """A loaded SavedModel version.
+
+    Args:
+        version: int. The version (its directory name).
+        path: pathlib.Path. The version directory.
+        model: the object `tf.saved_model.load` returned (kept alive for its variables).
+        signature_defs: dict. Signature name -> `SignatureDef` proto, as in `saved_model.pb`.
+    """
+
+    version: int
+    path: pathlib.Path
+    model: Any
+    signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, version: int, warmup: bool = True) -> "Servable":
+        """Loads `path` fully and, if `warmup`, replays its warmup records before returning."""
+        path = pathlib.Path(path)
+        saved_model = saved_model_pb2.SavedModel()
+        saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
+        signature_defs = {}
+        for meta_graph in saved_model.meta_graphs:
+            if "serve" in meta_graph.meta_info_def.tags:
+                signature_defs = dict(meta_graph.signature_def)
+        model = tf.saved_model.load(str(path), tags=["serve"])
+        servable = cls(version, path, model, signature_defs)
+        if warmup:
+            servable.warmup()
+        return servable
+
+    def warmup(self) -> int:
+        """Runs the `PredictLog` records of `assets.extra/tf_serving_warmup_requests`.
+
+        Returns the number of records run; a failing record raises, so the version is not
+        served (TF Serving also fails the load when warmup fails).
+        """
+        path = self.path / WARMUP_FILE
+        if not path.is_file():
+            return 0
+        count = 0
+        for record in tf.data.TFRecordDataset(str(path)):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            if log.WhichOneof("log_type") != "predict_log":
+                raise ValueError(
+                    f"Warmup record {count} of {path} is a {log.WhichOneof('log_type')}; only "
+                    "predict_log records are supported."
+                )
+            request = log.predict_log.request
+            self.predict(request, model_name=request.model_spec.name)
+            count += 1
+        return count
+
+    def predict(
+        self, request: predict_pb2.PredictRequest, model_name: str
+    ) -> predict_pb2.PredictResponse:
+        """Validates `request` against its signature, runs it and packs the outputs."""
+        name = request.model_spec.signature_name or SERVING_DEFAULT
+        signature = self.signature_defs.get(name)
+        if signature is None or name not in self.model.signatures:
+            raise RpcStatus(
+                grpc.StatusCode.NOT_FOUND,
+                f'Serving signature key "{name}" not found. Available signatures: '
+                f"{sorted(n for n in self.model.signatures if not n.startswith('__'))}.",
+            )
+        sent, wanted = set(request.inputs), set(signature.inputs)
+        if sent != wanted:
+            raise RpcStatus(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input size does not match signature: {len(sent)}!={len(wanted)} "
+                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+                f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.",
+            )
+        aliases = list(request.output_filter) or sorted(signature.outputs)
+        for alias in request.output_filter:
+            if alias not in signature.outputs:
+                raise RpcStatus(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"output tensor alias not found in signature: {alias} Outputs expected to "
+                    f"be in the set {{{','.join(sorted(signature.outputs))}}}.",
+                )
+        if len(set(aliases)) != len(aliases):
+            raise RpcStatus(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"duplicate output tensor alias in output_filter: {list(aliases)}",
+            )
+        inputs = {}
+        for alias, info in signature.inputs.items():
+            tensor = request.inputs[alias]
+            _check_input(alias, tensor, info)
+            try:
+                value = tf.make_ndarray(tensor)
+            except Exception as error:
+                raise RpcStatus(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"Input '{alias}' could not be decoded as a tensor: {error}",
+                ) from error
+            inputs[alias] = tf.constant(value, dtype=tf.dtypes.as_dtype(info.dtype))
+        outputs = self.model.signatures[name](**inputs)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = model_name
+        response.model_spec.version.value = self.version
+        response.model_spec.signature_name = name
+        for alias in aliases:
+            response.outputs[alias].CopyFrom(tf.make_tensor_proto(outputs[alias].numpy()))
+        return response
+
+    def metadata(
+        self, request: get_model_metadata_pb2.GetModelMetadataRequest, model_name: str
+    ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        """Answers `GetModelMetadata`: `metadata["signature_def"]` packs a `SignatureDefMap`."""
+        if not request.metadata_field:
+            raise RpcStatus(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "GetModelMetadataRequest must specify at least one metadata_field",
+            )
+        for field in request.metadata_field:
+            if field != "signature_def":
+                raise RpcStatus(
+                    grpc.StatusCode.INVALID_ARGUMENT, f"Metadata field {field} is not supported"
+                )
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in self.signature_defs.items():
+            signature_map.signature_def[name].CopyFrom(signature)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = model_name
+        response.model_spec.version.value = self.version
+        response.metadata["signature_def"].Pack(signature_map)
+        return response
