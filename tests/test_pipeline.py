@@ -98,6 +98,10 @@ def test_quickstart_runs_from_the_console_script(tmp_path):
     assert "| youtube_dnn |" in result.stdout
     assert "tensorflow/core" not in result.stderr  # no C++ log lines
     assert (tmp_path / "qs" / "metrics.json").exists()
+    # It ends by exporting version 1 for TF Serving and printing how to serve and query it.
+    assert (tmp_path / "saved_models" / "quickstart" / "1" / "saved_model.pb").exists()
+    assert "tfrs-youtube serve saved_models/quickstart --model-name quickstart" in result.stdout
+    assert "tfrs-youtube query --model-name quickstart --watch-history v" in result.stdout
 
 
 @pytest.mark.parametrize("script", ["train_movielens.py", "custom_feature.py"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import sys
 import time
 from typing import Sequence
@@ -34,9 +35,11 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _num_sampled(text: str) -> int | None:
+def _num_sampled(text: str) -> int | str | None:
     if text.lower() in ("none", "full"):
         return None
+    if text == "auto":
+        return text
     return _positive_int(text)
 
 
@@ -70,9 +73,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=5)
     parser.add_argument("--batch-size", type=_positive_int, default=256)
     parser.add_argument(
-        "--num-sampled", type=_num_sampled, default=1024,
-        help="negatives per step; 'full' for the full softmax. Default: 1024 "
-        "(capped at half the catalogue)",
+        "--num-sampled", type=_num_sampled, default="auto",
+        help="negatives per step; 'full' for the full softmax. Default: auto (1,024, at "
+        "most half the catalogue)",
     )
     parser.add_argument(
         "--sampler", default="log_uniform",
@@ -111,21 +114,56 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
     evaluate.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS))
 
+    export = commands.add_parser(
+        "export", help="export a run as a TF Serving SavedModel version with a top-N signature"
+    )
+    export.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
+    export.add_argument("--base-path", default=None,
+                        help="TF Serving model base path. Default: saved_models/<run name>")
+    export.add_argument("--version", type=_positive_int, default=None,
+                        help="version number. Default: the next one")
+    export.add_argument("--index", default="scann", choices=["scann", "brute_force"],
+                        help="scann (needs ScaNN's ops in the server) or brute_force (core ops)")
+    export.add_argument("--k", type=_positive_int, default=100, help="most results per request")
+
+    serve = commands.add_parser(
+        "serve", help="serve a model base path over TF Serving's gRPC API (for local use)"
+    )
+    serve.add_argument("base_path", help="folder of integer versions, e.g. saved_models/NAME")
+    serve.add_argument("--model-name", required=True)
+    serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind. Default: 127.0.0.1")
+
+    query = commands.add_parser("query", help="ask a TF Serving endpoint for recommendations")
+    query.add_argument("--target", default="localhost:8500", help="host:port of the server")
+    query.add_argument("--model-name", required=True)
+    query.add_argument("--watch-history", nargs="+", required=True,
+                       help="video IDs the user watched, oldest first")
+    query.add_argument("--search-tokens", nargs="*", default=None)
+    query.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
+                       help="a user feature, e.g. --feature geo=US --feature age=31; inputs "
+                       "not given are sent empty (\"\" or 0)")
+    query.add_argument("--k", type=_positive_int, default=None,
+                       help="number of results (at most the exported maximum)")
+    query.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+
     quickstart = commands.add_parser(
         "quickstart", help="generate the default synthetic log, train, evaluate, print"
     )
     quickstart.add_argument("--output", default="runs/quickstart", help="run directory")
+    quickstart.add_argument("--export-path", default="saved_models/quickstart",
+                            help="TF Serving model base path of the export")
     quickstart.add_argument("--epochs", type=_positive_int, default=3)
     quickstart.add_argument("--seed", type=int, default=0)
     return parser
 
 
-def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks) -> int:
+def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
+    """Builds examples, trains, evaluates, saves the run; returns (model, data, run_dir)."""
     from tfrs_youtube import pipeline
     from tfrs_youtube.config import YouTubeCandidateConfig
     from tfrs_youtube.evaluation import format_table
 
-    start = time.perf_counter()
     source = "synthetic log" if spec.source == "synthetic" else spec.source
     _say(f"Loading {source} and building examples (paper 3.4) ...")
     data = pipeline.prepare_data(spec)
@@ -147,8 +185,7 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks) -> in
     _say(format_table(results, ks))
     _say("")
     _say(f"Saved the run (config, checkpoint, metrics.json) to {run_dir}/")
-    _say(f"Done in {time.perf_counter() - start:.0f} s.")
-    return 0
+    return model, data, run_dir
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -159,11 +196,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
         examples_per_user=args.examples_per_user,
     )
     overrides = dict(
-        num_sampled=args.num_sampled, sampler=args.sampler, logq_correction=not args.no_logq,
+        sampler=args.sampler, logq_correction=not args.no_logq,
         depth=args.depth, embedding_dim=args.embedding_dim, output_dim=args.output_dim,
         features=args.features, max_history=args.max_history, seed=args.seed,
     )
-    return _train_and_report(args, spec, overrides, args.k)
+    if args.num_sampled != "auto":
+        overrides["num_sampled"] = args.num_sampled
+    start = time.perf_counter()
+    _train_and_report(args, spec, overrides, args.k)
+    _say(f"Done in {time.perf_counter() - start:.0f} s.")
+    return 0
 
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
@@ -175,10 +217,25 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     defaults.output = args.output
     spec = pipeline.DataSpec(source="synthetic", preset="default", seed=args.seed)
     overrides = dict(
-        num_sampled=defaults.num_sampled, depth=defaults.depth, seed=args.seed,
+        depth=defaults.depth, seed=args.seed,
         embedding_dim=defaults.embedding_dim, output_dim=defaults.output_dim,
     )
-    return _train_and_report(defaults, spec, overrides, _DEFAULT_KS)
+    start = time.perf_counter()
+    model, data, _ = _train_and_report(defaults, spec, overrides, _DEFAULT_KS)
+    from tfrs_youtube.export import export_saved_model
+
+    _say("Exporting for TF Serving (SavedModel with a ScaNN top-100 signature) ...")
+    version_dir = export_saved_model(model, args.export_path)
+    history = [v for v in data.holdout.features["watch_history"][0] if v][-3:]
+    name = pathlib.Path(args.export_path).name
+    _say(f"Exported {version_dir}/")
+    _say("")
+    _say("Serve it with the package's local TF-Serving-compatible server (Ctrl-C stops it):")
+    _say(f"  tfrs-youtube serve {args.export_path} --model-name {name} --port 8500")
+    _say("and ask it, from another terminal, for a user's top 10:")
+    _say(f"  tfrs-youtube query --model-name {name} --watch-history {' '.join(history)} --k 10")
+    _say(f"Done in {time.perf_counter() - start:.0f} s.")
+    return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -191,18 +248,79 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from tfrs_youtube import pipeline
+
+    base_path = args.base_path or pathlib.Path("saved_models") / pathlib.Path(args.run_dir).name
+    _say(f"Exporting {args.run_dir} with a {args.index} top-{args.k} index ...")
+    path = pipeline.export_run(
+        args.run_dir, base_path, version=args.version, index=args.index, k=args.k
+    )
+    _say(f"Wrote {path}/")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from tfrs_youtube.serving import serve
+
+    serve(args.base_path, args.model_name, host=args.host, port=args.port)
+    return 0
+
+
+def _parse_features(items: Sequence[str]) -> dict[str, str]:
+    features = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--feature takes NAME=VALUE. Received: {item!r}")
+        features[name] = value
+    return features
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    from tfrs_youtube.serving import Client
+
+    with Client(args.target, args.model_name, timeout=args.timeout) as client:
+        result = client.recommend(
+            args.watch_history,
+            k=args.k,
+            search_tokens=args.search_tokens,
+            features=_parse_features(args.feature) or None,
+            fill_missing=True,
+        )
+    _say("| rank | video_id | score |")
+    _say("|---|---|---|")
+    for rank, (video, score) in enumerate(zip(result.ids, result.scores), start=1):
+        _say(f"| {rank} | {video} | {score:.4f} |")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `tfrs-youtube`; returns the process exit code."""
     args = _build_parser().parse_args(argv)
     _quiet_tensorflow()
     import tfrs_youtube  # noqa: F401  (Keras 2 before TensorFlow)
 
-    commands = {"train": _cmd_train, "evaluate": _cmd_evaluate, "quickstart": _cmd_quickstart}
+    commands = {
+        "train": _cmd_train,
+        "evaluate": _cmd_evaluate,
+        "quickstart": _cmd_quickstart,
+        "export": _cmd_export,
+        "serve": _cmd_serve,
+        "query": _cmd_query,
+    }
     try:
         return commands[args.command](args)
     except ValueError as error:
         print(f"tfrs-youtube {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # a server's answer: its gRPC status and message
+        from tfrs_youtube.serving import ServingError
+
+        if not isinstance(error, ServingError):
+            raise
+        print(f"tfrs-youtube {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

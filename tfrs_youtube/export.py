@@ -262,6 +262,10 @@ class _ServingModule(tf.Module):
         ids = tf.gather(self.video_ids, tf.gather(rows, positions, batch_dims=1))
         # Fewer than k unwatched videos in the whole catalogue: pad with "" and -inf.
         ids = tf.where(tf.math.is_inf(scores), tf.constant("", tf.string), ids)
+        # Declared shapes, so clients read the exported maximum k from the signature.
+        width = k if isinstance(k, int) else None
+        ids.set_shape([None, width])
+        scores.set_shape([None, width])
         return {VIDEO_IDS: ids, SCORES: scores}
 
     def serve(self, **features):

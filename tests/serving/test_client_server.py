@@ -264,6 +264,14 @@ def test_model_metadata_is_the_saved_models_signature_defs(served):
     assert signatures["user_embedding"]["outputs"] == {
         "user_embedding": {"dtype": "float32", "shape": [None, 8]}
     }
+    # serving_default declares the exported maximum k, so example_age works without k.
+    assert signatures["serving_default"]["outputs"]["video_ids"] == {
+        "dtype": "string", "shape": [None, K_MAX]
+    }
+    assert client.max_k() == K_MAX
+    aged = client.recommend(["v1"], search_tokens=[], features={"geo": "us", "age": 30.0},
+                            example_age=0.5)
+    assert aged.signature_name == "top_k" and len(aged.ids) == K_MAX
     assert signatures["serving_default"]["method_name"] == "tensorflow/serving/predict"
     # The raw response packs a SignatureDefMap equal to the one in saved_model.pb.
     stub = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(client.target))
@@ -380,3 +388,15 @@ def test_new_versions_swap_in_without_failing_requests_then_sigterm_exits_0(tmp_
     assert client.recommend(["v1"], **kwargs).model_version == 2
     client.close()
     assert _stop(process) == 0
+
+
+def test_fill_missing_sends_empty_inputs(served):
+    client, _, signatures, _ = served
+    with pytest.raises(ServingError) as raised:
+        client.recommend(["v3"])
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "Missing but required: {age,geo,search_tokens}" in raised.value.message
+    result = client.recommend(["v3"], fill_missing=True)
+    # The same as sending "" for the string inputs and 0 for the number.
+    direct = signatures["serving_default"](**_features([["v3"]], [""], [0.0], [[""]]))
+    assert result.ids == [v.decode() for v in direct["video_ids"].numpy()[0]]

@@ -91,6 +91,14 @@ def _padded(rows: list[list[str]]) -> np.ndarray:
     return np.array([row + [""] * (width - len(row)) for row in rows], dtype=object)
 
 
+def _empty_input(spec: Mapping[str, Any], batch: int) -> np.ndarray:
+    """A neutral value for a signature input: "" (string) or 0, as [batch] or [batch, 1]."""
+    shape = (batch,) if len(spec.get("shape") or [None]) == 1 else (batch, 1)
+    if spec["dtype"] == "string":
+        return np.full(shape, "", dtype=object)
+    return np.zeros(shape, dtype=tf.dtypes.as_dtype(spec["dtype"]).as_numpy_dtype)
+
+
 class Client:
     """A TF Serving gRPC client for the exported YouTube candidate generator.
 
@@ -182,6 +190,7 @@ class Client:
         example_age: float | Sequence[float] | None = None,
         signature_name: str | None = None,
         timeout: float | None = None,
+        fill_missing: bool = False,
     ) -> Recommendations:
         """The top videos for one user (a list of str) or a batch (a list of lists of str).
 
@@ -198,6 +207,10 @@ class Client:
             example_age: float (or one per user). Uses `top_k`; 0 (as at serving) by default.
             signature_name: str. Overrides the signature chosen from `k` and `example_age`.
             timeout: float. Deadline in seconds; defaults to the client's.
+            fill_missing: bool. Send the inputs the signature declares but the call does not
+                give as empty: "" for string inputs (an empty bag, an unknown category) and 0
+                for numeric ones. Defaults to False (the server then rejects the request as
+                TF Serving does, naming the missing inputs).
 
         Returns:
             `Recommendations`; for a batch, `ids` and `scores` hold one list per user.
@@ -253,6 +266,10 @@ class Client:
             inputs[K_INPUT] = np.int32(self.max_k() if k is None else k)
         elif k is not None:
             inputs[K_INPUT] = np.int32(k)
+        if fill_missing:
+            for name, spec in self._signature(signature).get("inputs", {}).items():
+                if name not in inputs:
+                    inputs[name] = _empty_input(spec, batch)
         response = self.predict(
             inputs, signature, output_filter=(VIDEO_IDS, SCORES), timeout=timeout
         )
