@@ -37,8 +37,14 @@ from tfrs_youtube.export import TopNIndex  # noqa: E402
 K = 100
 
 
-def catalogue(num_videos: int, dim: int, num_queries: int, seed: int = 0):
-    """Topic-clustered `[v_j, b_j]` rows and random `[u, 1]` queries.
+def catalogue(num_videos: int, dim: int, num_queries: int, seed: int = 0,
+              query_kind: str = "isotropic"):
+    """Topic-clustered `[v_j, b_j]` rows and `[u, 1]` queries.
+
+    `query_kind="isotropic"`: u ~ N(0, I), no preference for any topic (the hard case).
+    `query_kind="users"`: u is like a user of the synthetic generator, a Dirichlet mix of 1 to 3
+    topic centres plus N(0, 0.25 I) noise, as user vectors of a trained model lean towards the
+    topics the user watches.
 
     One topic per 1,000 videos, topic centers N(0, I), videos spread N(0, 0.25 I) around
     theirs, biases N(0, 1). Recall depends on this structure: on isotropic Gaussian rows (no
@@ -54,8 +60,17 @@ def catalogue(num_videos: int, dim: int, num_queries: int, seed: int = 0):
         vectors[start:stop, :dim] = centers[topics] + 0.5 * rng.standard_normal(
             (stop - start, dim), dtype=np.float32)
         vectors[start:stop, dim] = rng.normal(size=stop - start)
-    queries = np.concatenate(
-        [rng.normal(size=(num_queries, dim)), np.ones((num_queries, 1))], axis=1)
+    if query_kind == "isotropic":
+        users = rng.normal(size=(num_queries, dim))
+    elif query_kind == "users":
+        users = np.empty((num_queries, dim))
+        for i in range(num_queries):
+            topics = rng.choice(len(centers), size=rng.integers(1, 4), replace=False)
+            users[i] = rng.dirichlet(np.ones(len(topics))) @ centers[topics]
+        users += 0.5 * rng.standard_normal((num_queries, dim))
+    else:
+        raise ValueError(f"`query_kind` must be 'isotropic' or 'users'. Received: {query_kind!r}")
+    queries = np.concatenate([users, np.ones((num_queries, 1))], axis=1)
     return vectors, queries.astype(np.float32)
 
 
@@ -116,9 +131,11 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--batches", type=int, default=5, help="timed batches of 256")
     parser.add_argument("--pybind", action="store_true", help="add the raw ScaNN searcher")
+    parser.add_argument("--query-kind", choices=["isotropic", "users"], default="isotropic",
+                        help="random directions, or user-like mixes of topics (see catalogue)")
     args = parser.parse_args()
 
-    vectors, queries = catalogue(args.videos, args.dim, args.queries)
+    vectors, queries = catalogue(args.videos, args.dim, args.queries, query_kind=args.query_kind)
     raw_bytes = vectors.nbytes
     results: dict[str, dict] = {}
 
@@ -147,7 +164,7 @@ def main() -> None:
         results["scann (pybind)"].update(build=time.perf_counter() - start, size=float("nan"))
 
     print(f"\nTop-{K} over {args.videos:,} x {args.dim} (+ bias) candidates, "
-          f"{args.queries} single queries, batch 256, {os.cpu_count()} cores")
+          f"{args.queries} single {args.query_kind} queries, batch 256, {os.cpu_count()} cores")
     print(f"{'index':<20}{'p50 ms':>9}{'p99 ms':>9}{'batch qps':>11}{'recall@100':>12}"
           f"{'build s':>9}{'size MB':>10}")
     for name, r in results.items():
