@@ -31,7 +31,9 @@ def test_import_after_keras_3_resolved_says_how_to_fix():
     assert "TF_USE_LEGACY_KERAS=1" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["data", "evaluation", "layers", "models", "tasks"])
+@pytest.mark.parametrize(
+    "name", ["baselines", "data", "evaluation", "layers", "models", "tasks"]
+)
 def test_subpackages_have_explicit_public_api(name):
     import tfrs_youtube
 

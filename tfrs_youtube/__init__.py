@@ -46,13 +46,16 @@ def _check_keras_2() -> None:
 
 _check_keras_2()
 
-_SUBMODULES = ("data", "evaluation", "layers", "models", "tasks", "config", "pipeline")
+_SUBMODULES = (
+    "data", "evaluation", "baselines", "layers", "models", "tasks", "config", "pipeline"
+)
 _EXPORTS = {
     "YouTubeCandidateConfig": "tfrs_youtube.config",
     "YouTubeCandidateModel": "tfrs_youtube.models",
 }
 
 __all__ = [
+    "baselines",
     "data",
     "evaluation",
     "layers",
