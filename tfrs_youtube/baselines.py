@@ -10,7 +10,7 @@ what TensorFlow Recommenders users build first (`tfrs.tasks.Retrieval`, in-batch
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -18,10 +18,10 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.data.examples import LABEL, WATCH_HISTORY, TrainingData
 from tfrs_youtube.data.schema import USER_ID
+from tfrs_youtube.evaluation import Scorer
 
 __all__ = ["cowatch_scorer", "two_tower_scorer"]
 
-Scorer = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 
 _USER_CHUNK = 1024  # users per dense block when accumulating X^T X
 

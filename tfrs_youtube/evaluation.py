@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube.data.examples import EXAMPLE_AGE
+
 __all__ = [
     "rank_metrics",
     "ranks_of_labels",
@@ -154,7 +156,7 @@ def evaluate_model(
 
     `example_age` is left out of the inputs, so it is 0 as at serving time.
     """
-    keys = [k for k in model.feature_layers if k != "example_age"]
+    keys = [k for k in model.feature_layers if k != EXAMPLE_AGE]
     return evaluate_scorer(_model_scorer(model, keys), holdout, video_vocab, ks, batch_size)
 
 

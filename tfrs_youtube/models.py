@@ -8,6 +8,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.config import FEATURE_SETS, YouTubeCandidateConfig
+from tfrs_youtube.data.examples import EXAMPLE_AGE, LABEL, SEARCH_TOKENS, WATCH_HISTORY
 from tfrs_youtube.layers import (
     CandidateEmbeddings,
     CategoricalEmbedding,
@@ -20,10 +21,6 @@ from tfrs_youtube.tasks import SampledSoftmaxRetrieval
 
 __all__ = ["YouTubeCandidateModel", "YouTubeCandidateConfig", "FEATURE_SETS"]
 
-WATCH_HISTORY = "watch_history"
-SEARCH_TOKENS = "search_tokens"
-EXAMPLE_AGE = "example_age"
-LABEL = "label"
 SAMPLE_WEIGHT = "sample_weight"
 
 
@@ -88,17 +85,10 @@ class YouTubeCandidateModel(tfrs.Model):
     def build_history_pooler(self) -> HistoryEmbeddingPooler:
         """The watch-history pooler; its vocabulary also maps the labels."""
         c = self.config
-        if c.video_vocabulary is not None:
-            return HistoryEmbeddingPooler(
-                output_dim=c.embedding_dim,
-                vocabulary=c.video_vocabulary,
-                combiner=c.combiner,
-                max_length=c.max_history,
-                name="watch_history_pooler",
-            )
         return HistoryEmbeddingPooler(
             output_dim=c.embedding_dim,
-            input_dim=c.num_videos,
+            vocabulary=c.video_vocabulary,  # string IDs, or else integer IDs < num_videos
+            input_dim=c.num_videos if c.video_vocabulary is None else None,
             combiner=c.combiner,
             max_length=c.max_history,
             name="watch_history_pooler",

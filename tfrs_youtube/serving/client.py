@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfrs_youtube.data.examples import SEARCH_TOKENS, WATCH_HISTORY
 from tfrs_youtube.export import (
     EXAMPLE_AGE_INPUT,
     K_INPUT,
@@ -33,7 +34,6 @@ from tfrs_youtube.export import (
     TOP_K,
     VIDEO_IDS,
 )
-from tfrs_youtube.models import SEARCH_TOKENS, WATCH_HISTORY
 
 __all__ = ["Client", "Recommendations", "ServingError"]
 
