@@ -47,7 +47,8 @@ def _check_keras_2() -> None:
 _check_keras_2()
 
 _SUBMODULES = (
-    "data", "evaluation", "baselines", "layers", "models", "tasks", "config", "pipeline"
+    "data", "evaluation", "baselines", "layers", "models", "tasks", "config", "pipeline",
+    "reproduction",
 )
 _EXPORTS = {
     "YouTubeCandidateConfig": "tfrs_youtube.config",

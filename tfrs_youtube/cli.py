@@ -155,6 +155,20 @@ def _build_parser() -> argparse.ArgumentParser:
                             help="TF Serving model base path of the export")
     quickstart.add_argument("--epochs", type=_positive_int, default=3)
     quickstart.add_argument("--seed", type=int, default=0)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="regenerate docs/reproduction.md: the paper's findings, measured"
+    )
+    reproduce.add_argument("--output-dir", default="docs",
+                           help="folder of reproduction.md, its figures and results.json")
+    reproduce.add_argument("--movielens", default=None, metavar="PATH",
+                           help="MovieLens 100K files (or 'download' to fetch and verify them) "
+                           "for the studies that also run there. Default: synthetic log only")
+    reproduce.add_argument("--quick", action="store_true",
+                           help="tiny synthetic log and shallow depths (a minute or two)")
+    reproduce.add_argument("--seed", type=int, default=0)
+    reproduce.add_argument("--studies", nargs="+", default=None,
+                           help="run only these studies (default: all)")
     return parser
 
 
@@ -295,6 +309,26 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from tfrs_youtube import reproduction
+
+    movielens = args.movielens
+    if movielens == "download":
+        from tfrs_youtube.data import download_movielens
+
+        _say("downloading MovieLens 100K (checksum verified)")
+        movielens = download_movielens("ml-100k")
+    reproduction.run(
+        output_dir=args.output_dir,
+        size="quick" if args.quick else "default",
+        movielens=movielens,
+        seed=args.seed,
+        studies=args.studies,
+        progress=_say,
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `tfrs-youtube`; returns the process exit code."""
     args = _build_parser().parse_args(argv)
@@ -308,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": _cmd_export,
         "serve": _cmd_serve,
         "query": _cmd_query,
+        "reproduce": _cmd_reproduce,
     }
     try:
         return commands[args.command](args)
