@@ -269,3 +269,90 @@ def test_to_dataset(tiny_log):
         train.to_dataset(batch_size=0)
     empty = ExampleSet({"label": np.array([], dtype=object)})
     assert len(empty) == 0
+
+
+def _surrounding_reference(watch_rows, max_history):
+    """Per (user, label ts, label video): the other training watches nearest in time.
+
+    Plain Python: every other training watch of the user sorted by (time distance, after the
+    label, distance in position), the first `max_history` kept, then put back in time order.
+    """
+    by_user = collections.defaultdict(list)
+    for order, (user, video, ts) in enumerate(watch_rows):
+        by_user[user].append((float(ts), order, video))
+    expected = {}
+    for user, events in by_user.items():
+        events.sort()
+        training = events[:-1] if len(events) >= 2 else events
+        for k, (ts, _, video) in enumerate(training):
+            others = [(abs(t - ts), j > k, abs(j - k), j) for j, (t, _, _) in enumerate(training)]
+            nearest = sorted(o for o in others if o[3] != k)[:max_history]
+            kept = sorted(o[3] for o in nearest)
+            expected[(user, ts, video)] = [training[j][2] for j in kept]
+    return expected
+
+
+def test_surrounding_context_by_hand():
+    # user a: x@1, y@2, z@3, w@8, v@9 -> v held out; training watches x, y, z, w.
+    # user c: p@1, q@5, r@5, s@6 -> s held out; q and r share ts 5 (distance 0 to each other).
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 5 + ["b"] + ["c"] * 4,
+                                 "video_id": ["x", "y", "z", "w", "v", "solo", "p", "q", "r", "s"],
+                                 "timestamp": [1, 2, 3, 8, 9, 4, 1, 5, 5, 6]}))  # fmt: skip
+    data = build_examples(log, max_history=1, context="surrounding")
+    f = data.train.features
+    assert f["label"].tolist() == ["x", "y", "z", "w", "p", "q", "r"]  # b's one watch: no context
+    # x@1: y is 1 away; y@2: x and z both 1 away, the earlier wins; z@3: y 1 away; w@8: z 5 away.
+    # p@1: q and r both 4 away after it, the nearer in order (q); q@5 <-> r@5 at distance 0.
+    assert f["watch_history"].tolist() == [["y"], ["x"], ["y"], ["z"], ["q"], ["r"], ["q"]]
+    two = build_examples(log, max_history=2, context="surrounding").train.features
+    # z@3: y (1) and x (2) beat w (5); w@8: z (5) and y (6); kept in time order.
+    assert two["watch_history"].tolist()[:4] == [["y", "z"], ["x", "z"], ["x", "y"], ["y", "z"]]
+    wide = build_examples(log, max_history=4, context="surrounding").train.features
+    assert wide["watch_history"].tolist()[3] == ["x", "y", "z", ""]  # all 3 others, padded
+    assert "v" not in wide["watch_history"].ravel()  # the holdout never leaks into training
+    # min_history counts the surrounding watches: b's single watch joins only at 0.
+    assert len(build_examples(log, min_history=0, context="surrounding").train) == 8
+    assert len(build_examples(log, min_history=3, context="surrounding").train) == 4  # a only
+    # The holdout keeps the past-only context: v@9 sees its 4 predecessors, newest last.
+    past = build_examples(log, max_history=4)
+    held = build_examples(log, max_history=4, context="surrounding").holdout
+    assert held.features["watch_history"].tolist() == [["x", "y", "z", "w"], ["p", "q", "r", ""]]
+    for key, value in past.holdout.features.items():
+        assert held.features[key].tolist() == value.tolist(), key
+    assert [s.tolist() for s in held.seen] == [s.tolist() for s in past.holdout.seen]
+
+
+def test_surrounding_matches_reference_searches_and_age_past_only(tiny_log):
+    data = build_examples(tiny_log, max_history=5, context="surrounding")
+    expected = _surrounding_reference(_log_rows(tiny_log)[0], 5)
+    f = data.train.features
+    assert len(data.train) == sum(len(h) >= 1 for h in expected.values())
+    for i in range(len(data.train)):
+        history = expected[(f["user_id"][i], f["timestamp"][i], f["label"][i])]
+        assert f["watch_history"][i].tolist() == _pad(history, 5)
+    # Searches and example age of a label do not depend on the watch context.
+    past = build_examples(tiny_log, max_history=5, min_history=0)
+    key = {(u, t, v): i for i, (u, t, v) in enumerate(
+        zip(past.train.features["user_id"], past.train.features["timestamp"],
+            past.train.features["label"]))}  # fmt: skip
+    rows = [key[(u, t, v)] for u, t, v in zip(f["user_id"], f["timestamp"], f["label"])]
+    for name in ("search_tokens", "example_age", "geo"):
+        assert f[name].tolist() == past.train.features[name][rows].tolist(), name
+    # The vocabulary counts every training watch, whatever the context.
+    assert data.video_vocab.ids.tolist() == past.video_vocab.ids.tolist()
+
+
+def test_past_context_is_the_default():
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 4, "video_id": ["x", "y", "z", "w"],
+                                 "timestamp": [1, 2, 3, 4]}))  # fmt: skip
+    default, past = build_examples(log, max_history=2), build_examples(log, context="past",
+                                                                       max_history=2)
+    assert past.train.features["watch_history"].tolist() == [["x", ""], ["x", "y"]]
+    assert default.train.features["watch_history"].tolist() == [["x", ""], ["x", "y"]]
+
+
+@pytest.mark.parametrize("context", ["future", "", None])
+def test_context_error(tiny_log, context):
+    with pytest.raises(ValueError, match=rf"`context` must be \"past\" or \"surrounding\". "
+                       rf"Received: context={context!r}"):  # fmt: skip
+        build_examples(tiny_log, context=context)

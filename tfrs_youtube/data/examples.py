@@ -137,6 +137,34 @@ def _windows(values: np.ndarray, ends: np.ndarray, counts: np.ndarray, width: in
     return out
 
 
+def _surrounding(
+    values: np.ndarray, times: np.ndarray, rows: np.ndarray, first: np.ndarray,
+    size: np.ndarray, width: int,
+) -> np.ndarray:
+    """Row i: the `width` entries of values[first[i] : first[i] + size[i]] nearest in time to
+    rows[i] (itself excluded), in time order, "" padded; equal distances favour the earlier.
+
+    With the label taken out, the nearest m entries are a contiguous run x[s : s + m]; s is
+    the first start with t - x[s] <= x[s + m] - t (k-closest-elements binary search).
+    """
+    p, t = rows - first, times[rows]
+    m = np.minimum(size - 1, width)
+    lo, hi = np.maximum(0, p - m), np.minimum(p, size - 1 - m)
+
+    def time_at(i: np.ndarray, j: np.ndarray) -> np.ndarray:  # j indexes the run without label
+        return times[first[i] + j + (j >= p[i])]
+
+    while (i := np.flatnonzero(lo < hi)).size:
+        mid = (lo[i] + hi[i]) // 2
+        keep = t[i] - time_at(i, mid) <= time_at(i, mid + m[i]) - t[i]
+        hi[i], lo[i] = np.where(keep, mid, hi[i]), np.where(keep, lo[i], mid + 1)
+    j = lo[:, None] + np.arange(width)[None, :]
+    valid = np.arange(width)[None, :] < m[:, None]
+    out = np.full((len(rows), width), "", dtype=object)
+    out[valid] = values[(first[:, None] + j + (j >= p[:, None]))[valid]]
+    return out
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
@@ -185,6 +213,7 @@ def build_examples(
     min_history: int = 1,
     holdout: str | None = "last",
     seed: int = 0,
+    context: str = "past",
 ) -> TrainingData:
     """Turns a watch log into training and holdout examples (paper section 3.4).
 
@@ -207,6 +236,13 @@ def build_examples(
         holdout: "last" (leave-last-out) or None (no holdout; every watch trains). Defaults
             to "last".
         seed: seed of the per-user subsampling. Defaults to 0.
+        context: "past" (the paper's next-watch examples, Figure 5b) or "surrounding" (the
+            held-out-watch formulation of Figure 5a, for comparison): a training label's
+            `watch_history` is then the user's other training watches nearest in time before
+            *and after* it (at most `max_history`, oldest first, equal distances going to the
+            earlier watch), so later watches leak into the context, and `min_history` counts
+            those watches. Searches stay past-only and `example_age` stays the label's age;
+            the holdout is unchanged (past-only). Defaults to "past".
 
     Returns:
         A `TrainingData`.
@@ -214,7 +250,8 @@ def build_examples(
     Raises:
         TypeError: if `log` is not a `WatchLog`.
         ValueError: for `max_history` < 1, `max_search_tokens` < 1, `examples_per_user` < 1,
-            `min_history` < 0, an unknown `holdout`, or a user feature named like a feature.
+            `min_history` < 0, an unknown `holdout` or `context`, or a user feature named
+            like a feature.
 
     Example:
 
@@ -236,6 +273,10 @@ def build_examples(
     _check_int("min_history", min_history, 0)
     if holdout not in ("last", None):
         raise ValueError(f'`holdout` must be "last" or None. Received: holdout={holdout!r}')
+    if context not in ("past", "surrounding"):
+        raise ValueError(
+            f'`context` must be "past" or "surrounding". Received: context={context!r}'
+        )
 
     watches = log.watches
     users = watches[USER_ID].to_numpy(dtype=object)
@@ -251,14 +292,16 @@ def build_examples(
     run_start = np.maximum.accumulate(
         np.where(new_user | np.r_[True, np.diff(times) != 0], positions, 0)
     )
-    context = run_start - user_start
+    earlier_count = run_start - user_start
 
     held = group_end[group_end - group_start >= 2] - 1 if holdout == "last" else np.array([], int)
     is_held = np.zeros(n, dtype=bool)
     is_held[held] = True
     training = np.flatnonzero(~is_held)
     start, end = float(times[training].min()), float(times[training].max())
-    labels = training[context[training] >= min_history]
+    size = group_end - group_start - is_held[group_end - 1]  # training watches per user
+    others = earlier_count if context == "past" else size[group] - 1
+    labels = training[others[training] >= min_history]
     if examples_per_user is not None:
         keys = np.random.default_rng(seed).random(len(labels))
         order = np.lexsort((keys, group[labels]))
@@ -284,9 +327,14 @@ def build_examples(
             users[group_start]
         )
 
-    def example_set(rows: np.ndarray, ages: np.ndarray) -> ExampleSet:
-        counts = np.minimum(context[rows], max_history)
-        features = {WATCH_HISTORY: _windows(videos, run_start[rows], counts, max_history)}
+    def example_set(rows: np.ndarray, ages: np.ndarray, past: bool = True) -> ExampleSet:
+        if past:
+            counts = np.minimum(earlier_count[rows], max_history)
+            history = _windows(videos, run_start[rows], counts, max_history)
+        else:
+            first, count = group_start[group[rows]], size[group[rows]]
+            history = _surrounding(videos, times, rows, first, count, max_history)
+        features = {WATCH_HISTORY: history}
         if tokens is not None:
             # Searches of the user before the label: sort labels after searches at equal times.
             both = np.r_[search_ids, group[rows]]
@@ -312,7 +360,7 @@ def build_examples(
 
     span = end - start
     ages = np.clip((end - times[labels]) / span, 0.0, 1.0) if span > 0 else np.zeros(len(labels))
-    train = example_set(labels, ages)
+    train = example_set(labels, ages, past=context == "past")
     holdout_set = example_set(held, np.zeros(len(held)))
     earlier = np.flatnonzero(is_held[group_end[group] - 1] & ~is_held)
     earlier = earlier[videos[earlier] != videos[group_end[group[earlier]] - 1]]
