@@ -45,7 +45,9 @@ class Size:
     Attributes:
         name: "default" or "quick".
         synthetic_preset: preset of the synthetic log (`SyntheticConfig.preset`).
-        epochs: training epochs of every model.
+        epochs: training epochs of every model on the synthetic log.
+        movielens_epochs: training epochs of every model on MovieLens 100K (a tenth of the
+            synthetic log's examples, so more passes for a similar number of steps).
         batch_size: training batch size of every model.
         depths: tower depths of the Figure 6 study.
         max_users_per_probe: users (or examples) sampled where a study probes the model's
@@ -55,15 +57,16 @@ class Size:
     name: str
     synthetic_preset: str
     epochs: int
+    movielens_epochs: int
     batch_size: int
     depths: tuple[int, ...]
     max_users_per_probe: int
 
 
 SIZES: dict[str, Size] = {
-    "default": Size("default", "default", epochs=1, batch_size=1024, depths=(0, 1, 2, 3, 4),
-                    max_users_per_probe=2000),
-    "quick": Size("quick", "tiny", epochs=1, batch_size=256, depths=(0, 1),
+    "default": Size("default", "default", epochs=1, movielens_epochs=5, batch_size=1024,
+                    depths=(0, 1, 2, 3, 4), max_users_per_probe=2000),
+    "quick": Size("quick", "tiny", epochs=1, movielens_epochs=1, batch_size=256, depths=(0, 1),
                   max_users_per_probe=100),
 }  # fmt: skip
 
@@ -167,6 +170,17 @@ class Context:
 
     # Models ----------------------------------------------------------------------------------
 
+    def epochs(self, source: str = "synthetic") -> int:
+        """Training epochs of a model on `source` ("synthetic" or "movielens")."""
+        return self.size.movielens_epochs if source == "movielens" else self.size.epochs
+
+    def training_phrase(self, sources: Sequence[str] = ("synthetic",)) -> str:
+        """How long models were trained, e.g. "1 epoch(s) on the synthetic log, 5 on MovieLens
+        100K"."""
+        names = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
+        parts = [f"{self.epochs(s)} epoch(s) on {names[s]}" for s in sources]
+        return ", ".join(parts)
+
     def fit(
         self,
         source: str = "synthetic",
@@ -181,7 +195,7 @@ class Context:
         Recall/MAP/NDCG at `KS`, from `tfrs_youtube.evaluation.evaluate_model`.
         """
         build_options = dict(build_options or {})
-        epochs = self.size.epochs if epochs is None else int(epochs)
+        epochs = self.epochs(source) if epochs is None else int(epochs)
         data = self.data(source, **build_options)
         config = YouTubeCandidateConfig.from_training_data(data, seed=self.seed, **config_overrides)
         # Keyed on the resolved config, so `fit()` and `fit(depth=2)` (the default) share a model.

@@ -161,7 +161,7 @@ def _measure(context: Context, source: str) -> dict[str, Any]:
         "group_users": {g: int((groups == g).sum()) for g in GROUPS},
         "models": {},
     }
-    epochs = context.size.epochs
+    epochs = context.epochs(source)
     capped_epochs = matched_epochs(epochs, len(full.train), len(context.data(source, **cap).train))
     for name, build, n in (("all", None, epochs), ("capped", cap, capped_epochs)):
         trained = context.fit(source, build_options=build, epochs=n)
@@ -266,7 +266,7 @@ def run(context: Context) -> StudyResult:
     figure = _plot(context, results)
     intro = (
         f"The default model was trained (batch size {context.size.batch_size}, seed "
-        f"{context.seed}) on every training example for {context.size.epochs} epoch(s), and on "
+        f"{context.seed}) on every training example ({context.training_phrase(sources)}), and on "
         "at most K examples per user, drawn at random by the example builder, with K the median "
         "number of training examples per user: every user at or below the median keeps all "
         "their examples and the heavier users are cut to K. The capped set is smaller, so it "

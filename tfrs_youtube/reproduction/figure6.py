@@ -213,7 +213,7 @@ def run(context: Context) -> StudyResult:
     )
     intro = (
         f"Each feature set was trained at tower depths {first['depths']} (widths, scaled to "
-        f"`output_dim={first['output_dim']}`: {units}) for {context.size.epochs} epoch(s) with "
+        f"`output_dim={first['output_dim']}`: {units}) for {context.training_phrase(sources)} with "
         f"batch size {context.size.batch_size} (seed {context.seed}), and evaluated by holdout "
         f"MAP@100 and Recall@100 over the full catalogue, watched videos excluded, example age "
         f"0 as at serving. A config that lists a feature group the data lacks builds no layer "

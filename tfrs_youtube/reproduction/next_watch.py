@@ -213,7 +213,8 @@ def run(context: Context) -> StudyResult:
     )
     synthetic = context.synthetic_log().config
     intro = (
-        f"The default model was trained twice per data source for {size.epochs} epoch(s) "
+        f"The default model was trained twice per data source "
+        f"({context.training_phrase(list(results))}) "
         f"(batch size {size.batch_size}, seed {context.seed}): on the paper's next-watch "
         "examples, whose context is the label's strictly earlier watches (Figure 5b), and on "
         "held-out-watch examples, whose context is the user's other training watches nearest "
@@ -244,6 +245,6 @@ def run(context: Context) -> StudyResult:
         title="Figure 5: next watch vs held-out watch",
         markdown=markdown,
         figures=[figure],
-        data=to_json({"epochs": size.epochs, "batch_size": size.batch_size, **results,
-                      "comparison": comparison}),
+        data=to_json({"epochs": {s: context.epochs(s) for s in results},
+                      "batch_size": size.batch_size, **results, "comparison": comparison}),
     )
