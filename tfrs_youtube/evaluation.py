@@ -18,6 +18,8 @@ from tfrs_youtube.data.examples import EXAMPLE_AGE
 __all__ = [
     "rank_metrics",
     "ranks_of_labels",
+    "scorer_ranks",
+    "model_ranks",
     "evaluate_scorer",
     "evaluate_model",
     "most_popular_scorer",
@@ -90,24 +92,21 @@ def ranks_of_labels(
     return np.where(valid & np.isfinite(label_scores), ranks, 0)
 
 
-def evaluate_scorer(
-    scorer: Scorer,
-    holdout: object,
-    video_vocab: object,
-    ks: Sequence[int] = (10, 50, 100),
-    batch_size: int = 256,
-) -> dict[str, float]:
-    """Scores every holdout user with `scorer` and returns `rank_metrics` over the catalogue.
+def scorer_ranks(
+    scorer: Scorer, holdout: object, video_vocab: object, batch_size: int = 256
+) -> np.ndarray:
+    """Rank of each holdout user's held-out video under `scorer`, watched videos excluded.
 
     Args:
         scorer: callable mapping a batch of holdout features (dict of numpy arrays) to scores
             [batch, num_videos] in the order of `video_vocab`.
         holdout: `tfrs_youtube.data.ExampleSet` with `label` and `seen` (every earlier watch).
         video_vocab: `tfrs_youtube.data.Vocabulary` of the catalogue.
-        ks: cutoffs.
         batch_size: users scored at once.
+
+    Returns:
+        int array [num_users] of `ranks_of_labels` ranks (1 = top, 0 = not rankable).
     """
-    ks = _check_ks(ks)
     features = holdout.features  # type: ignore[attr-defined]
     n = len(features["label"])
     if n == 0:
@@ -126,7 +125,28 @@ def evaluate_scorer(
             ]
         scores = np.asarray(scorer(batch))
         ranks.append(ranks_of_labels(scores, labels[start:stop], batch_seen))
-    return rank_metrics(np.concatenate(ranks), ks)
+    return np.concatenate(ranks)
+
+
+def evaluate_scorer(
+    scorer: Scorer,
+    holdout: object,
+    video_vocab: object,
+    ks: Sequence[int] = (10, 50, 100),
+    batch_size: int = 256,
+) -> dict[str, float]:
+    """Scores every holdout user with `scorer` and returns `rank_metrics` over the catalogue.
+
+    Args:
+        scorer: callable mapping a batch of holdout features (dict of numpy arrays) to scores
+            [batch, num_videos] in the order of `video_vocab`.
+        holdout: `tfrs_youtube.data.ExampleSet` with `label` and `seen` (every earlier watch).
+        video_vocab: `tfrs_youtube.data.Vocabulary` of the catalogue.
+        ks: cutoffs.
+        batch_size: users scored at once.
+    """
+    ks = _check_ks(ks)
+    return rank_metrics(scorer_ranks(scorer, holdout, video_vocab, batch_size), ks)
 
 
 def _model_scorer(model: tf.keras.Model, keys: Iterable[str]) -> Scorer:
@@ -145,6 +165,14 @@ def _model_scorer(model: tf.keras.Model, keys: Iterable[str]) -> Scorer:
     return scorer
 
 
+def model_ranks(
+    model: tf.keras.Model, holdout: object, video_vocab: object, batch_size: int = 256
+) -> np.ndarray:
+    """`scorer_ranks` for a `YouTubeCandidateModel` (its logits u·v_j + b_j), example age 0."""
+    keys = [k for k in model.feature_layers if k != EXAMPLE_AGE]
+    return scorer_ranks(_model_scorer(model, keys), holdout, video_vocab, batch_size)
+
+
 def evaluate_model(
     model: tf.keras.Model,
     holdout: object,
@@ -156,8 +184,8 @@ def evaluate_model(
 
     `example_age` is left out of the inputs, so it is 0 as at serving time.
     """
-    keys = [k for k in model.feature_layers if k != EXAMPLE_AGE]
-    return evaluate_scorer(_model_scorer(model, keys), holdout, video_vocab, ks, batch_size)
+    ks = _check_ks(ks)
+    return rank_metrics(model_ranks(model, holdout, video_vocab, batch_size), ks)
 
 
 def most_popular_scorer(video_vocab: object) -> Scorer:

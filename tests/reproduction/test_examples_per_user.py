@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from tfrs_youtube.evaluation import model_ranks
 from tfrs_youtube.reproduction import examples_per_user as epu
 from tfrs_youtube.reproduction.common import Context
 
@@ -139,11 +140,11 @@ def test_study_values_in_range_and_overall_matches_evaluate_model(study):
     json.dumps(result.data)
 
 
-def test_holdout_ranks_against_a_python_loop(study):
+def test_model_ranks_against_a_python_loop(study):
     _, _, context = study
     data, model = context.data("synthetic"), context.fit().model
     holdout = data.holdout
-    ranks = epu.holdout_ranks(model, holdout, data.video_vocab, batch_size=7)
+    ranks = model_ranks(model, holdout, data.video_vocab, batch_size=7)
     keys = [k for k in model.feature_layers if k != "example_age"]
     n = 20
     inputs = {

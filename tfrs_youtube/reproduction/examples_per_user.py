@@ -13,10 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import tensorflow as tf
 
-from tfrs_youtube.data.examples import EXAMPLE_AGE
-from tfrs_youtube.evaluation import rank_metrics, ranks_of_labels
+from tfrs_youtube.evaluation import model_ranks, rank_metrics
 from tfrs_youtube.reproduction.common import (
     Context,
     StudyResult,
@@ -25,7 +23,7 @@ from tfrs_youtube.reproduction.common import (
     to_json,
 )
 
-__all__ = ["run", "user_groups", "top_share", "matched_epochs", "holdout_ranks", "GROUPS"]
+__all__ = ["run", "user_groups", "top_share", "matched_epochs", "GROUPS"]
 
 GROUPS = ("light", "medium", "heavy")
 _TITLES = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
@@ -101,33 +99,6 @@ def matched_epochs(epochs: int, num_examples: int, num_capped: int) -> int:
     return max(int(epochs), int(round(epochs * num_examples / num_capped)))
 
 
-def holdout_ranks(
-    model: tf.keras.Model, holdout: Any, video_vocab: Any, batch_size: int = 256
-) -> np.ndarray:
-    """Rank of each holdout user's next watch over the full catalogue, watched videos excluded.
-
-    The per-user counterpart of `tfrs_youtube.evaluation.evaluate_model` (which returns only the
-    averages): the model's logits `model.scores`, example age left out (0, as at serving), and
-    `ranks_of_labels`. Returns int ranks [num_holdout] (1 = top, 0 = not rankable).
-    """
-    keys = [k for k in model.feature_layers if k != EXAMPLE_AGE]
-    features = holdout.features
-    inputs = {k: features[k] for k in keys}
-    signature = {
-        k: tf.TensorSpec([None] * v.ndim, tf.string if v.dtype == object else tf.float32)
-        for k, v in inputs.items()
-    }
-    scores_of = tf.function(model.scores, input_signature=[signature])
-    labels = video_vocab.index(features["label"], unknown=-1)
-    ranks = []
-    for start in range(0, len(labels), batch_size):
-        stop = min(start + batch_size, len(labels))
-        batch = {k: tf.constant(v[start:stop], dtype=signature[k].dtype) for k, v in inputs.items()}
-        seen = [video_vocab.index(s, unknown=-1) for s in holdout.seen[start:stop]]
-        ranks.append(ranks_of_labels(scores_of(batch).numpy(), labels[start:stop], seen))
-    return np.concatenate(ranks)
-
-
 def _per_user_counts(user_ids: np.ndarray, of: np.ndarray) -> np.ndarray:
     """Number of occurrences of each of `of` in `user_ids` (0 when absent)."""
     users, counts = np.unique(user_ids.astype(str), return_counts=True)
@@ -169,7 +140,7 @@ def _measure(context: Context, source: str) -> dict[str, Any]:
         if not np.array_equal(data.holdout.features["user_id"], holdout_users):
             raise ValueError(f"The {source} holdout differs between the two example sets.")
         counts = _per_user_counts(data.train.features["user_id"], train_users)
-        ranks = holdout_ranks(trained.model, data.holdout, data.video_vocab)
+        ranks = model_ranks(trained.model, data.holdout, data.video_vocab)
         out["models"][name] = {
             "train_examples": len(data.train),
             "epochs": n,
