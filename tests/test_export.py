@@ -267,8 +267,10 @@ def test_default_scann_recall_on_100k_catalogue():
 
 
 def test_scann_defaults_scale_with_the_catalogue():
-    # sqrt(1e6) = 1000 leaves, 10% searched; below 20k videos, exhaustive float32 scoring.
-    assert export.scann_defaults(1_000_000, 150)["num_leaves_to_search"] == 100
+    # sqrt(1e6) = 1000 leaves, 5% searched; sqrt(1e5) = 316 leaves, 32 searched (5% would be
+    # 16, below the floor); below 20k videos, exhaustive float32 scoring.
+    assert export.scann_defaults(1_000_000, 150)["num_leaves_to_search"] == 50
+    assert export.scann_defaults(100_000, 150)["num_leaves_to_search"] == 32
     assert export.scann_defaults(10_000, 150)["num_leaves"] is None
     assert export.scann_defaults(10_000, 150, brute_force_threshold=100)["num_leaves"] == 100
 
