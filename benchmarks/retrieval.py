@@ -1,6 +1,6 @@
 """Top-100 retrieval over 1,000,000 candidates: the export's ScaNN index against brute force.
 
-The index of `tfrs_youtube.export` (`TopNIndex`, built with `scann_defaults` for the
+The index of an export (`tfrs_youtube.index.TopNIndex`, built with `scann_defaults` for the
 catalogue, as `export_saved_model(index="scann", k=100, max_history=50)` builds it) over
 `[v_j, b_j]` rows (d = 256 plus the bias), queried with `[u, 1]`:
 
@@ -54,7 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tfrs_youtube  # noqa: E402, F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from tfrs_youtube.export import TopNIndex  # noqa: E402
+from tfrs_youtube.index import TopNIndex  # noqa: E402
 from trained_embeddings import (  # noqa: E402
     DEFAULT_CACHE_DIR,
     DEFAULT_STEPS,

@@ -48,7 +48,7 @@ _check_keras_2()
 
 _SUBMODULES = (
     "data", "evaluation", "baselines", "layers", "models", "tasks", "config", "pipeline",
-    "reproduction",
+    "reproduction", "index",
 )
 _EXPORTS = {
     "YouTubeCandidateConfig": "tfrs_youtube.config",
