@@ -46,6 +46,8 @@ def test_feature_sets_follow_figure_6():
         (dict(features=["watches", "clicks"]), r"Unknown feature group\(s\) \['clicks'\]"),
         (dict(features=["search"]), r"`features` must include 'watches'"),
         (dict(sampler="zipf"), r"Unknown sampler 'zipf'.*Received: sampler='zipf'"),
+        (dict(example_age_buckets=-1), r"example_age_buckets=-1"),
+        (dict(example_age_buckets=2.5), r"example_age_buckets=2.5"),
         (
             dict(tie_embeddings=True, embedding_dim=8, output_dim=16),
             r"`tie_embeddings=True` needs `embedding_dim == output_dim`",

@@ -74,6 +74,18 @@ def test_missing_example_age_means_zero():
     )
 
 
+def test_example_age_buckets_reach_the_tower():
+    # With 3 buckets the example-age input gains 3 one-hot columns beside [x, x^2].
+    batch = _batch()
+    plain = YouTubeCandidateModel(_config())
+    bucketed = YouTubeCandidateModel(_config(example_age_buckets=3))
+    assert plain.feature_layers["example_age"](batch["example_age"]).shape == (6, 2)
+    assert bucketed.feature_layers["example_age"](batch["example_age"]).shape == (6, 5)
+    assert np.isfinite(float(bucketed.compute_loss(batch, training=True)))
+    clone = YouTubeCandidateModel(YouTubeCandidateConfig.from_dict(bucketed.config.to_dict()))
+    assert clone.feature_layers["example_age"].num_buckets == 3
+
+
 def test_feature_sets_change_the_inputs():
     model = YouTubeCandidateModel(_config(features=["watches"]))
     assert list(model.feature_layers) == ["watch_history"]

@@ -56,6 +56,8 @@ class YouTubeCandidateConfig:
             (needs `embedding_dim == output_dim`).
         metrics_k: list of int. Recall@K reported by `evaluate` over the whole catalogue.
         dropout: float. Dropout between tower layers.
+        example_age_buckets: int. One-hot buckets of the example age fed beside [x, x^2]
+            (`ExampleAge(num_buckets=...)`); 0 for none.
         seed: int. Seed of the negative sampler.
     """
 
@@ -82,6 +84,7 @@ class YouTubeCandidateConfig:
     tie_embeddings: bool = False
     metrics_k: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
     dropout: float = 0.0
+    example_age_buckets: int = 0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -121,6 +124,12 @@ class YouTubeCandidateConfig:
             raise ValueError(
                 f"Unknown sampler {self.sampler!r}; expected one of {list(_SAMPLERS)}. "
                 f"Received: sampler={self.sampler!r}"
+            )
+        buckets = self.example_age_buckets
+        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
+            raise ValueError(
+                "`example_age_buckets` must be an int >= 0. Received: "
+                f"example_age_buckets={buckets!r}"
             )
         if self.tie_embeddings and self.embedding_dim != self.output_dim:
             raise ValueError(

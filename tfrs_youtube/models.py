@@ -106,7 +106,9 @@ class YouTubeCandidateModel(tfrs.Model):
                 name="search_tokens_pooler",
             )
         if c.uses_example_age:
-            layers[EXAMPLE_AGE] = ExampleAge(name="example_age")
+            layers[EXAMPLE_AGE] = ExampleAge(
+                num_buckets=c.example_age_buckets, name="example_age"
+            )
         if c.uses_demographics:
             for name, vocabulary in sorted(c.categorical_features.items()):
                 layers[name] = CategoricalEmbedding(

@@ -24,9 +24,25 @@ def test_example_age_matches_numpy():
                                rtol=1e-6, atol=1e-7)
 
 
+def test_example_age_buckets_hand_worked():
+    # 4 buckets of [0, 1]: x = 0 -> 0, 0.26 -> floor(1.04) = 1, 0.5 -> 2, 0.99 -> 3, and the
+    # clipped 1.0 (from 1.3) -> floor(4) = 4, kept in the last bucket 3.
+    got = ExampleAge(num_buckets=4)(tf.constant([0.0, 0.26, 0.5, 0.99, 1.3])).numpy()
+    np.testing.assert_allclose(got[:, :2], [[0, 0], [0.26, 0.0676], [0.5, 0.25],
+                                            [0.99, 0.9801], [1, 1]], rtol=1e-6)
+    np.testing.assert_array_equal(got[:, 2:], np.eye(4)[[0, 1, 2, 3, 3]])
+    clone = ExampleAge.from_config(ExampleAge(num_buckets=4).get_config())
+    assert clone.num_buckets == 4
+    assert clone.compute_output_shape((None, 1)).as_list() == [None, 6]
+
+
 def test_example_age_errors():
     with pytest.raises(TypeError, match="include_square='yes'"):
         ExampleAge(include_square="yes")
+    with pytest.raises(TypeError, match="num_buckets=2.0"):
+        ExampleAge(num_buckets=2.0)
+    with pytest.raises(ValueError, match="num_buckets=-1"):
+        ExampleAge(num_buckets=-1)
     with pytest.raises(ValueError, match=r"ExampleAge.*shape \(2, 2\)"):
         ExampleAge()(tf.zeros([2, 2]))
 

@@ -36,17 +36,24 @@ class ExampleAge(tf.keras.layers.Layer):
 
     Args:
         include_square: bool. Append `x ** 2`. Defaults to True.
+        num_buckets: int >= 0. Also append a one-hot of `min(floor(x * num_buckets),
+            num_buckets - 1)`: equal-width buckets of the training window (e.g. one per day),
+            so the tower can give a video a sharp rise at its upload time. `[x, x ** 2]`
+            alone only lets a logit vary smoothly (about quadratically) with the age.
+            Defaults to 0 (none).
         **kwargs: Base `tf.keras.layers.Layer` arguments.
 
     Call arguments:
         inputs: float tensor of shape `(batch_size,)` or `(batch_size, 1)`: the normalized
             example age, clipped to [0, 1] (0 at serving).
 
-    Output shape: `(batch_size, 2)` = `[x, x ** 2]`, or `(batch_size, 1)` without the square.
+    Output shape: `(batch_size, 2 + num_buckets)` = `[x, x ** 2, one-hot]`, one column fewer
+    without the square.
 
     Raises:
-        TypeError: if `include_square` is not a bool.
-        ValueError: if inputs are not of shape `(batch_size,)` or `(batch_size, 1)`.
+        TypeError: if `include_square` is not a bool or `num_buckets` not an int.
+        ValueError: if `num_buckets` < 0, or inputs are not of shape `(batch_size,)` or
+            `(batch_size, 1)`.
 
     Example:
 
@@ -54,10 +61,19 @@ class ExampleAge(tf.keras.layers.Layer):
     array([[0.  , 0.  ],
            [0.5 , 0.25],
            [1.  , 1.  ]], dtype=float32)
+    >>> ExampleAge(include_square=False, num_buckets=2)(tf.constant([0.0, 0.5, 1.0])).numpy()
+    array([[0. , 1. , 0. ],
+           [0.5, 0. , 1. ],
+           [1. , 0. , 1. ]], dtype=float32)
     """
 
-    def __init__(self, include_square: bool = True, **kwargs: Any) -> None:
+    def __init__(self, include_square: bool = True, num_buckets: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if isinstance(num_buckets, bool) or not isinstance(num_buckets, int):
+            raise TypeError(f"`num_buckets` must be an int. Received: num_buckets={num_buckets!r}")
+        if num_buckets < 0:
+            raise ValueError(f"`num_buckets` must be >= 0. Received: num_buckets={num_buckets!r}")
+        self.num_buckets = num_buckets
         if not isinstance(include_square, bool):
             raise TypeError(
                 f"`include_square` must be a bool. Received: include_square={include_square!r}"
@@ -67,13 +83,20 @@ class ExampleAge(tf.keras.layers.Layer):
     def call(self, inputs: Any) -> tf.Tensor:
         x = tf.clip_by_value(_as_column(inputs, tf.float32, "ExampleAge"), 0.0, 1.0)
         columns = [x, tf.square(x)] if self.include_square else [x]
-        return tf.stack(columns, axis=-1)
+        out = tf.stack(columns, axis=-1)
+        if self.num_buckets:
+            n = self.num_buckets
+            bucket = tf.minimum(tf.cast(tf.floor(x * n), tf.int32), n - 1)
+            out = tf.concat([out, tf.one_hot(bucket, n, dtype=out.dtype)], axis=-1)
+        return out
 
     def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
-        return tf.TensorShape([tf.TensorShape(input_shape)[0], 2 if self.include_square else 1])
+        width = (2 if self.include_square else 1) + self.num_buckets
+        return tf.TensorShape([tf.TensorShape(input_shape)[0], width])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "include_square": self.include_square}
+        return {**super().get_config(), "include_square": self.include_square,
+                "num_buckets": self.num_buckets}
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
