@@ -54,7 +54,7 @@ def scann_defaults(
       4x `num_neighbors`; 0 turns reordering off (scores are then approximate).
     - `training_threads`: int. Threads that build the index; 0 uses all cores.
     - `parallel_search`: bool. Search the queries of a batch on several threads (a single
-      query runs on the calling thread either way). Defaults to True.
+      query measured the same either way). Defaults to True.
 
     >>> scann_defaults(1_000_000, 150)["num_leaves"]
     1000
@@ -82,6 +82,14 @@ def scann_defaults(
 def scann_settings(
     num_videos: int, num_neighbors: int, options: Mapping[str, Any] | None
 ) -> dict[str, Any]:
+    """`scann_defaults` for the catalogue, updated with `options` (keys in `SCANN_OPTIONS`).
+
+    Raises:
+        ValueError: if `options` has a key outside `SCANN_OPTIONS`.
+
+    >>> scann_settings(1_000_000, 150, {"num_leaves_to_search": 80})["num_leaves_to_search"]
+    80
+    """
     options = dict(options or {})
     unknown = sorted(set(options) - set(SCANN_OPTIONS))
     if unknown:
