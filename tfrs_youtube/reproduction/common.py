@@ -31,11 +31,13 @@ from tfrs_youtube.models import YouTubeCandidateModel  # noqa: E402
 from tfrs_youtube.pipeline import train  # noqa: E402
 
 __all__ = [
-    "Size", "SIZES", "KS", "Context", "StudyResult", "Trained", "markdown_table", "to_json",
-    "now", "set_deterministic",
+    "Size", "SIZES", "KS", "SOURCE_TITLES", "Context", "StudyResult", "Trained",
+    "markdown_table", "to_json", "now", "set_deterministic",
 ]
 
 KS = (10, 50, 100)
+# How the report names each data source in running text.
+SOURCE_TITLES = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,8 +179,7 @@ class Context:
     def training_phrase(self, sources: Sequence[str] = ("synthetic",)) -> str:
         """How long models were trained, e.g. "1 epoch(s) on the synthetic log, 5 on MovieLens
         100K"."""
-        names = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
-        parts = [f"{self.epochs(s)} epoch(s) on {names[s]}" for s in sources]
+        parts = [f"{self.epochs(s)} epoch(s) on {SOURCE_TITLES[s]}" for s in sources]
         return ", ".join(parts)
 
     def fit(

@@ -16,6 +16,7 @@ import numpy as np
 
 from tfrs_youtube.evaluation import model_ranks, rank_metrics
 from tfrs_youtube.reproduction.common import (
+    SOURCE_TITLES,
     Context,
     StudyResult,
     markdown_table,
@@ -26,7 +27,6 @@ from tfrs_youtube.reproduction.common import (
 __all__ = ["run", "user_groups", "top_share", "matched_epochs", "GROUPS"]
 
 GROUPS = ("light", "medium", "heavy")
-_TITLES = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
 
 
 def user_groups(counts: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -192,13 +192,13 @@ def _section(source: str, result: Mapping[str, Any]) -> tuple[str, str]:
     overall = [m["recall"]["overall"]["recall_at_100"] for m in (before, after)]
     direction = _direction(*overall)
     here = (
-        f"- Here ({_TITLES[source]}, K = {k}): the heaviest 10% of users' share of the training "
-        f"examples {share}, from {_cell(before['top10_share'])}% to "
+        f"- Here ({SOURCE_TITLES[source]}, K = {k}): the heaviest 10% of users' share of the "
+        f"training examples {share}, from {_cell(before['top10_share'])}% to "
         f"{_cell(after['top10_share'])}%; light users' Recall@100 {light_change}; overall "
         f"Recall@100 {direction} from {_cell(overall[0])}% to {_cell(overall[1])}%."
     )
     tables = (
-        f"On {_TITLES[source]}:\n\n{counts}\n\nHoldout recall by user group (users grouped "
+        f"On {SOURCE_TITLES[source]}:\n\n{counts}\n\nHoldout recall by user group (users grouped "
         f"by their number of training examples in the full data, terciles):\n\n{recall}"
     )
     return tables, here
@@ -220,7 +220,7 @@ def _plot(context: Context, results: Mapping[str, Any]) -> str:
         axis.set_xticks(positions, list(GROUPS) + ["overall"])
         axis.set_xlabel("holdout users, by training examples (terciles)")
         axis.set_ylabel("holdout Recall@100 (%)")
-        axis.set_title(f"Examples per user: {_TITLES[source]}")
+        axis.set_title(f"Examples per user: {SOURCE_TITLES[source]}")
         axis.set_ylim(0, 1.3 * max(axis.get_ylim()[1], 1.0))  # room for the legend
         axis.legend(loc="upper center", ncol=2)
     return context.save_figure(figure, "examples_per_user.png")
@@ -246,7 +246,7 @@ def run(context: Context) -> StudyResult:
         "are evaluated on the same leave-last-out holdout over the full catalogue; per-user "
         "ranks come from the model's logits, as in `evaluate_model`. "
         + (
-            "Data: " + " and ".join(_TITLES[s] for s in sources) + "."
+            "Data: " + " and ".join(SOURCE_TITLES[s] for s in sources) + "."
             if len(sources) > 1
             else "MovieLens 100K was not given to this run, so only the synthetic log was used."
         )

@@ -15,7 +15,14 @@ import matplotlib.pyplot as plt
 
 from tfrs_youtube.config import FEATURE_SETS
 from tfrs_youtube.layers import UserTower
-from tfrs_youtube.reproduction.common import Context, StudyResult, markdown_table, now, to_json
+from tfrs_youtube.reproduction.common import (
+    SOURCE_TITLES,
+    Context,
+    StudyResult,
+    markdown_table,
+    now,
+    to_json,
+)
 
 __all__ = ["run", "feature_sets_for", "compare_sets", "LABELS"]
 
@@ -25,7 +32,6 @@ LABELS = {
     "example_age": "+ example age",
     "all": "all features",
 }
-_TITLES = {"synthetic": "the synthetic log", "movielens": "MovieLens 100K"}
 
 
 def _present_groups(data: Any) -> set[str]:
@@ -144,7 +150,7 @@ def _plot(context: Context, source: str, result: Mapping[str, Any]) -> str:
     axes.set_xticks(result["depths"])
     axes.set_xlabel("tower depth (number of ReLU layers; 0 = linear)")
     axes.set_ylabel("holdout MAP@100 (%)")
-    axes.set_title(f"Figure 6 on {_TITLES[source]}: features x depth")
+    axes.set_title(f"Figure 6 on {SOURCE_TITLES[source]}: features x depth")
     axes.grid(alpha=0.3)
     axes.legend()
     return context.save_figure(figure, f"figure6_{source}.png")
@@ -161,7 +167,8 @@ def _section(source: str, result: Mapping[str, Any], figure: str) -> tuple[str, 
             + [_pct(v) for v in values]
             for name, values in result[metric].items()
         ]
-        tables.append(f"Holdout {title} on {_TITLES[source]}:\n\n{markdown_table(header, rows)}")
+        table = markdown_table(header, rows)
+        tables.append(f"Holdout {title} on {SOURCE_TITLES[source]}:\n\n{table}")
     comparison = result["comparison"]
     richest = result["richest_set"]
     watches, full = result["map_at_100"]["watches"], result["map_at_100"][richest]
@@ -172,14 +179,14 @@ def _section(source: str, result: Mapping[str, Any], figure: str) -> tuple[str, 
     gain = comparison["gain"]
     grows = "larger" if comparison["gain_grows_with_depth"] else "not larger"
     here = (
-        f"- Here ({_TITLES[source]}): (a) {LABELS[richest]} are above watches only at "
+        f"- Here ({SOURCE_TITLES[source]}): (a) {LABELS[richest]} are above watches only at "
         f"{len(above)} of {len(depths)} depths ({', '.join(map(str, above)) or 'none'}); MAP@100 "
         f"{LABELS[richest]} vs watches only, {per_depth}. (b) The gain of {LABELS[richest]} over "
         f"watches only is "
         f"{grows} at depth {depths[-1]} ({_pct(gain[-1])} points) than at depth {depths[0]} "
         f"({_pct(gain[0])} points)."
     )
-    return "\n\n".join(tables + [f"![Figure 6 on {_TITLES[source]}]({figure})"]), here
+    return "\n\n".join(tables + [f"![Figure 6 on {SOURCE_TITLES[source]}]({figure})"]), here
 
 
 def _describe(source: str, data: Any, result: Mapping[str, Any]) -> str:
@@ -189,9 +196,9 @@ def _describe(source: str, data: Any, result: Mapping[str, Any]) -> str:
     demographics = sorted(data.categorical_vocabs) + sorted(data.numeric_quantiles)
     search = "has search queries" if "search" in _present_groups(data) else "has no searches"
     return (
-        f"{_TITLES[source][0].upper()}{_TITLES[source][1:]}: {len(data.train)} training "
-        f"examples, {len(data.holdout)} holdout users, {len(data.video_vocab.ids)} videos; it "
-        f"{search}, demographics: {', '.join(demographics) or 'none'}; sets run: "
+        f"{SOURCE_TITLES[source][0].upper()}{SOURCE_TITLES[source][1:]}: {len(data.train)} "
+        f"training examples, {len(data.holdout)} holdout users, {len(data.video_vocab.ids)} "
+        f"videos; it {search}, demographics: {', '.join(demographics) or 'none'}; sets run: "
         f"{', '.join(LABELS[n] for n in run_sets)}; skipped: {', '.join(skipped) or 'none'}."
     )
 
