@@ -220,3 +220,24 @@ def test_fit_with_callbacks_and_checkpoints(tmp_path):
     np.testing.assert_allclose(
         restored.scores(batch).numpy(), model.scores(batch).numpy(), rtol=1e-5
     )
+
+
+def test_input_tables_start_at_truncated_normal_one_over_sqrt_dim():
+    vocab = [f"v{i}" for i in range(3000)]
+    model = YouTubeCandidateModel(
+        _config(video_vocabulary=vocab, video_counts=[1] * 3000, embedding_dim=64)
+    )
+    model(model.placeholder_features())
+    tables = {
+        "watch_history": (model.history_pooler.embedding.embeddings.numpy(), 64),
+        "search_tokens": (model.feature_layers["search_tokens"].embedding.embeddings.numpy(), 4),
+        "geo": (model.feature_layers["geo"].embedding.embeddings.numpy(), 8),
+    }
+    for name, (table, dim) in tables.items():
+        stddev = 1.0 / np.sqrt(dim)
+        assert table.shape[1] == dim, name
+        assert np.abs(table).max() <= 2 * stddev + 1e-6, name  # truncated at two stddevs
+        assert np.abs(table).max() > 0.5 * stddev, name  # not the old uniform +-0.05
+    # A normal truncated at 2 sigma has standard deviation 0.8796 sigma.
+    watch = tables["watch_history"][0]
+    np.testing.assert_allclose(watch.std(), 0.8796 / 8, rtol=0.03)
