@@ -8,7 +8,8 @@ give the same numbers (only the timings differ).
 Studies, in the paper's order:
 
 - `softmax`: sampled against full softmax, logQ correction on and off, sampler kinds (3.1).
-- `freshness`: the example-age feature and the upload spike (3.3, Figure 4).
+- `freshness`: the example-age feature and the upload spike (3.3, Figure 4); its curves and
+  their comparisons are in `freshness_curves`.
 - `examples_per_user`: a fixed number of training examples per user (3.4).
 - `next_watch`: predicting the next watch against a held-out watch (3.4, Figure 5).
 - `figure6`: feature sets against tower depth (3.6, Figure 6).
