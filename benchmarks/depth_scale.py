@@ -14,6 +14,11 @@ watch ranked over the whole catalogue, earlier watches excluded.
 
 Usage: python benchmarks/depth_scale.py [--users 6000 24000] [--epochs 2] [--depths 0 4]
                                        [--feature-sets watches all] [--seed 0]
+                                       [--example-age-buckets 0]
+
+`--example-age-buckets N` adds a one-hot of the example's day to the example-age input of the
+sets that use it (`YouTubeCandidateConfig.example_age_buckets`; 0, the default, leaves
+`[x, x^2]` alone).
 """
 
 from __future__ import annotations
@@ -74,8 +79,9 @@ def run_size(num_users: int, args: argparse.Namespace) -> dict:
     for name in args.feature_sets:
         for depth in args.depths:
             config = YouTubeCandidateConfig.from_training_data(
-                data, seed=args.seed, features=list(FEATURE_SETS[name]), depth=depth
-            )
+                data, seed=args.seed, features=list(FEATURE_SETS[name]), depth=depth,
+                example_age_buckets=args.example_age_buckets,
+            )  # fmt: skip
             scorer = HoldoutEachEpoch(data, f"{name} depth {depth}")
             pipeline.train(
                 data, config, epochs=args.epochs, batch_size=BATCH_SIZE, verbose=0,
@@ -120,10 +126,18 @@ def main() -> None:
         "--feature-sets", nargs="+", default=["watches", "all"], choices=sorted(FEATURE_SETS)
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--example-age-buckets", type=int, default=0)
     args = parser.parse_args()
     for name, value in (("users", min(args.users)), ("epochs", args.epochs)):
         if value < 1:
             parser.error(f"--{name} must be at least 1. Received: {value}")
+    if args.example_age_buckets < 0:
+        parser.error(f"--example-age-buckets must be >= 0. Received: {args.example_age_buckets}")
+    print(
+        f"depths {args.depths}, feature sets {args.feature_sets}, {args.epochs} epoch(s), batch "
+        f"{BATCH_SIZE}, example_age_buckets {args.example_age_buckets}, seed {args.seed}",
+        flush=True,
+    )
     start = time.perf_counter()
     results = {users: run_size(users, args) for users in args.users}
     print_tables(results, args)
