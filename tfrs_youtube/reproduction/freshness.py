@@ -22,6 +22,7 @@ from tfrs_youtube.data.examples import EXAMPLE_AGE
 from tfrs_youtube.data.schema import TIMESTAMP, VIDEO_ID
 from tfrs_youtube.reproduction.common import Context, StudyResult, markdown_table, to_json
 from tfrs_youtube.reproduction.freshness_curves import (
+    DAY_SECONDS,
     correlation,
     early_late_ratio,
     example_age_at,
@@ -35,7 +36,6 @@ __all__ = [
     "correlation", "relative_spread",
 ]  # fmt: skip
 
-_DAY = 86_400.0
 _PROBE_BATCH = 512  # contexts scored at once: [512, num_videos] logits stay small
 
 
@@ -67,7 +67,7 @@ def _model_curve(
     releases: np.ndarray, num_days: int, window: tuple[float, float],
 ) -> np.ndarray:  # fmt: skip
     """(num_videos, num_days) probability of each followed video at mid-day of each day."""
-    times = releases[:, None] + (np.arange(num_days)[None, :] + 0.5) * _DAY
+    times = releases[:, None] + (np.arange(num_days)[None, :] + 0.5) * DAY_SECONDS
     ages = example_age_at(times, window)
     batches = _context_batches(contexts)
     out = np.zeros(times.shape)
@@ -102,7 +102,7 @@ def run(context: Context) -> StudyResult:
     truth, config = synthetic.truth, synthetic.config
     data = context.data("synthetic")
     window = data.window
-    num_days = max(2, int(round((window[1] - window[0]) / _DAY / 6)))
+    num_days = max(2, int(round((window[1] - window[0]) / DAY_SECONDS / 6)))
     early_days = max(1, num_days // 3)
 
     # Videos released in the last third of the window with `num_days` full days of log after.
@@ -110,7 +110,9 @@ def run(context: Context) -> StudyResult:
     first = window[0] + 2.0 / 3.0 * (window[1] - window[0])
     positions = data.video_vocab.index(truth.video_ids, unknown=-1)
     chosen = np.flatnonzero(
-        (releases >= first) & (releases + num_days * _DAY <= config.end_time) & (positions >= 0)
+        (releases >= first)
+        & (releases + num_days * DAY_SECONDS <= config.end_time)
+        & (positions >= 0)
     )
     if len(chosen) == 0:
         raise ValueError("No video is released late enough in the window to follow.")
@@ -129,7 +131,7 @@ def run(context: Context) -> StudyResult:
     # spike. One epoch does not train the rare fresh videos' time profile, so at least 3.
     settings = dict(
         epochs=max(3, context.epochs()), output_dim=256,
-        example_age_buckets=max(1, int(round((window[1] - window[0]) / _DAY))),
+        example_age_buckets=max(1, int(round((window[1] - window[0]) / DAY_SECONDS))),
     )
     models = {
         "with_example_age": context.fit(features=list(FEATURE_SETS["all"]), **settings),
@@ -162,7 +164,7 @@ def run(context: Context) -> StudyResult:
         "early_days": early_days,
         "num_videos": len(videos),
         "num_contexts": num_contexts,
-        "release_days": [(releases.min() - window[0]) / _DAY, (releases.max() - window[0]) / _DAY],
+        "release_days": [(t - window[0]) / DAY_SECONDS for t in (releases.min(), releases.max())],
         "days": np.arange(num_days),
         **curves,
         "summary": summary,

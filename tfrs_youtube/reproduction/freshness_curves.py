@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
-    "release_times", "watch_share_by_day", "example_age_at", "early_late_ratio",
+    "DAY_SECONDS", "release_times", "watch_share_by_day", "example_age_at", "early_late_ratio",
     "correlation", "relative_spread",
 ]  # fmt: skip
 
-_DAY = 86_400.0
+DAY_SECONDS = 86_400.0
 
 
 def release_times(upload_times: Any, start_time: float, bucket_seconds: float) -> np.ndarray:
@@ -34,7 +34,7 @@ def release_times(upload_times: Any, start_time: float, bucket_seconds: float) -
 
 def watch_share_by_day(
     watch_videos: Any, watch_times: Any, videos: Any, releases: Any, num_days: int,
-    day_seconds: float = _DAY,
+    day_seconds: float = DAY_SECONDS,
 ) -> np.ndarray:  # fmt: skip
     """Share of all watches that go to each video, per day since its release.
 
