@@ -9,16 +9,18 @@ and seed), and prints holdout MAP@100 and Recall@100 after every epoch, side by 
 depth-4 minus depth-0 difference per size.
 
 Everything else is the package's default (`YouTubeCandidateConfig.from_training_data`, Adam
-0.003, sampled softmax) with batch 1,024 as in the reproduction. Holdout: each user's last
-watch ranked over the whole catalogue, earlier watches excluded.
+0.003, sampled softmax); the batch is 1,024 as in the reproduction unless `--batch-size` says
+otherwise. Holdout: each user's last watch ranked over the whole catalogue, earlier watches
+excluded.
 
 Usage: python benchmarks/depth_scale.py [--users 6000 24000] [--epochs 2] [--depths 0 4]
                                        [--feature-sets watches all] [--seed 0]
-                                       [--example-age-buckets 0]
+                                       [--example-age-buckets 0] [--batch-size 1024]
 
 `--example-age-buckets N` adds a one-hot of the example's day to the example-age input of the
 sets that use it (`YouTubeCandidateConfig.example_age_buckets`; 0, the default, leaves
-`[x, x^2]` alone).
+`[x, x^2]` alone). `--batch-size 256 --epochs 5` trains each model closer to convergence
+(4x the steps per epoch, at about 1.3x the time per epoch).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ from tfrs_youtube.evaluation import evaluate_model  # noqa: E402
 # isort: on
 
 KS = (10, 50, 100)
-BATCH_SIZE = 1024
 
 
 class HoldoutEachEpoch(tf.keras.callbacks.Callback):
@@ -84,7 +85,7 @@ def run_size(num_users: int, args: argparse.Namespace) -> dict:
             )  # fmt: skip
             scorer = HoldoutEachEpoch(data, f"{name} depth {depth}")
             pipeline.train(
-                data, config, epochs=args.epochs, batch_size=BATCH_SIZE, verbose=0,
+                data, config, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
                 seed=args.seed, callbacks=[scorer],
             )  # fmt: skip
             out[name, depth] = scorer.rows
@@ -127,15 +128,17 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--example-age-buckets", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
-    for name, value in (("users", min(args.users)), ("epochs", args.epochs)):
+    checks = (("users", min(args.users)), ("epochs", args.epochs), ("batch-size", args.batch_size))
+    for name, value in checks:
         if value < 1:
             parser.error(f"--{name} must be at least 1. Received: {value}")
     if args.example_age_buckets < 0:
         parser.error(f"--example-age-buckets must be >= 0. Received: {args.example_age_buckets}")
     print(
         f"depths {args.depths}, feature sets {args.feature_sets}, {args.epochs} epoch(s), batch "
-        f"{BATCH_SIZE}, example_age_buckets {args.example_age_buckets}, seed {args.seed}",
+        f"{args.batch_size}, example_age_buckets {args.example_age_buckets}, seed {args.seed}",
         flush=True,
     )
     start = time.perf_counter()
