@@ -60,8 +60,13 @@ def test_scores_are_u_dot_v_plus_b():
     batch = _batch()
     u = model.user_embedding(batch).numpy()
     weights = model.candidates.weights_table.numpy()
-    biases = model.candidates.biases.numpy()
-    np.testing.assert_allclose(model.scores(batch).numpy(), u @ weights.T + biases, rtol=1e-5)
+    # The biases start at zero; give them values so that the check covers the + b.
+    biases = np.random.default_rng(0).normal(size=model.candidates.biases.shape)
+    model.candidates.biases.assign(biases.astype(np.float32))
+    # float32 sums: entries near zero need an absolute tolerance beside the relative one.
+    np.testing.assert_allclose(
+        model.scores(batch).numpy(), u @ weights.T + biases, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_missing_example_age_means_zero():
