@@ -3,7 +3,8 @@
 Every user has one held-out next watch. A recommender scores the whole catalogue for the user,
 videos the user already watched are excluded, and the rank of the held-out video gives
 Recall@K (hit rate), MAP@K (1/rank within K, the average precision with one relevant item) and
-NDCG@K (1/log2(rank + 1) within K).
+NDCG@K (1/log2(rank + 1) within K). A held-out re-watch of an earlier video is excluded with the
+rest, so it is a miss for every recommender: the candidates never depend on the label.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from tfrs_youtube.data import (
     generate_synthetic_log,
     load_movielens,
 )
+from tfrs_youtube.evaluation import rank_metrics, ranks_of_labels
 
 
 def _reference(watch_rows, search_rows, max_history, max_search_tokens=50):
@@ -86,8 +87,7 @@ def _check_against_reference(rows, data, max_history, max_search_tokens=50):
         assert (holdout["label"][i], holdout["timestamp"][i]) == (last_video, last_ts)
         history, _ = context(user, last_ts)
         assert holdout["watch_history"][i].tolist() == _pad(history, max_history)
-        expected_seen = [v for _, _, v in events[:-1] if v != last_video]
-        assert data.holdout.seen[i].tolist() == expected_seen
+        assert data.holdout.seen[i].tolist() == [v for _, _, v in events[:-1]]
 
 
 def test_ml100k_matches_reference_and_never_peeks(ml100k_log, ml100k_path):
@@ -130,6 +130,28 @@ def test_history_window_and_ties_by_hand():
     assert len(build_examples(log, min_history=2).train) == 1  # only w has 2 earlier watches
     no_holdout = build_examples(log, holdout=None)
     assert len(no_holdout.holdout) == 0 and no_holdout.train.features["label"][-1] == "v"
+
+
+def test_rewatched_label_is_seen_and_ranks_as_a_miss():
+    # a: x@1, y@2, x@3 (held out: a re-watch of x); b: x@1, z@2 (held out: a first watch of z).
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2,
+                                 "video_id": ["x", "y", "x", "x", "z"],
+                                 "timestamp": [1, 2, 3, 1, 2]}))  # fmt: skip
+    data = build_examples(log)
+    assert data.holdout.features["label"].tolist() == ["x", "z"]
+    assert [s.tolist() for s in data.holdout.seen] == [["x", "y"], ["x"]]
+    vocab = data.video_vocab
+    # A scorer that ranks x, z, y for everyone: x is excluded for both, so a's label cannot be
+    # ranked (rank 0, a miss; keeping it would have made it rank 1 with y excluded), and b's z
+    # is the best of what b has not watched (rank 1).
+    top_x = {"x": 3.0, "z": 2.0, "y": 1.0}
+    scores = np.array([[top_x[v] for v in vocab.ids]] * 2)
+    ranks = ranks_of_labels(
+        scores, vocab.index(data.holdout.features["label"]),
+        [vocab.index(s) for s in data.holdout.seen],
+    )  # fmt: skip
+    assert ranks.tolist() == [0, 1]
+    assert rank_metrics(ranks, [1])["recall_at_1"] == 0.5
 
 
 def test_example_age_by_hand():

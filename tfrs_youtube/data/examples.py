@@ -47,8 +47,11 @@ class ExampleSet:
             categorical, float32 for numeric); `label` (n,) str; `user_id` (n,) str;
             `timestamp` (n,) float64.
         seen: holdout only: for each example, every earlier watch of the user (not only the
-            last `max_history`), in order, except the label video itself, so evaluation can
-            exclude watched videos and a re-watched label stays rankable. None otherwise.
+            last `max_history`), in order, so evaluation can exclude watched videos. A label
+            the user had watched before is among them: no recommender that excludes watched
+            videos can recommend it, so it counts as a miss for every one alike (keeping it
+            rankable while its fellow watches are excluded would tell the ranking which of
+            the watched videos is the label). None otherwise.
     """
 
     features: dict[str, np.ndarray]
@@ -363,7 +366,6 @@ def build_examples(
     train = example_set(labels, ages, past=context == "past")
     holdout_set = example_set(held, np.zeros(len(held)))
     earlier = np.flatnonzero(is_held[group_end[group] - 1] & ~is_held)
-    earlier = earlier[videos[earlier] != videos[group_end[group[earlier]] - 1]]
     cuts = np.searchsorted(group[earlier], group[held], side="right")[:-1]
     holdout_set.seen = np.split(videos[earlier], cuts) if len(held) else []
 
