@@ -150,3 +150,12 @@ def test_numbers_appear_in_markdown(result):
 def test_only_timing_keys_hold_seconds(result):
     _, study = result
     assert [k for k in study.data if "seconds" in k] == ["train_seconds_default_model"]
+
+
+def test_rewatch_share_caps_every_recall(result):
+    _, study = result
+    share = study.data["rewatch_share"]
+    assert 0.0 < share < 1.0  # the tiny log has re-watches, and first watches too
+    for name, metrics in study.data["metrics"].items():
+        assert metrics["recall_at_100"] <= 1.0 - share + 1e-12, name
+    assert f"{share:.4f} of them are re-watches" in study.markdown

@@ -77,7 +77,8 @@ measured in that run, and every statement about an outcome is computed from thos
   {size.epochs} epoch(s) on the synthetic log, {size.movielens_epochs} on MovieLens, batch
   {size.batch_size}, seed {context.seed}.
 - MovieLens: {movielens}.
-- Metrics: full-catalogue holdout (each user's last watch, earlier watches excluded).
+- Metrics: full-catalogue holdout (each user's last watch, earlier watches excluded; a
+  held-out re-watch is therefore a miss for every recommender).
 - Time: {total_seconds / 60:.1f} min in all ({timings}).
 - Platform: tfrs_youtube {__version__}, TensorFlow {tf.__version__}, Python
   {platform.python_version()}, {os.cpu_count()} CPU(s).
