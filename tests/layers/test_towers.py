@@ -190,3 +190,35 @@ def test_saved_model_round_trip(tmp_path):
     loaded = tf.saved_model.load(str(tmp_path / "tower"))
     got = loaded.serve(AGE, GEO, WATCHES).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def kernel_stds(tower, fan_in):
+    tower(tf.zeros([1, fan_in]))
+    return [(layer.get_weights()[0].shape[0], float(layer.get_weights()[0].std()))
+            for layer in tower.dense_layers]
+
+
+def test_relu_layers_start_with_he_weights_and_the_linear_layer_with_glorot():
+    # He et al. (2015): std sqrt(2 / fan_in) keeps a ReLU stack's signal from shrinking layer by
+    # layer; the linear depth 0 keeps Glorot's uniform limit sqrt(6 / (fan_in + fan_out)).
+    for fan_in, std in kernel_stds(UserTower(depth=3, output_dim=64), fan_in=200):
+        assert std == pytest.approx(np.sqrt(2.0 / fan_in), rel=0.1)
+    [(fan_in, std)] = kernel_stds(UserTower(depth=0, output_dim=64), fan_in=200)
+    assert std == pytest.approx(np.sqrt(6.0 / (fan_in + 64)) / np.sqrt(3.0), rel=0.1)
+    # An explicit initializer applies to every layer, linear or not, and survives get_config.
+    tower = UserTower(depth=2, output_dim=64, kernel_initializer=tf.keras.initializers.Constant(0.5))
+    assert all(std == 0.0 for _, std in kernel_stds(tower, fan_in=10))
+    assert UserTower.from_config(tower.get_config()).kernel_initializer.value == 0.5
+    assert UserTower.from_config(UserTower(depth=1).get_config()).kernel_initializer is None
+
+
+def test_he_weights_keep_the_signal_of_a_deep_relu_stack():
+    x = tf.constant(np.random.default_rng(0).normal(size=(512, 128)), tf.float32)
+    he = UserTower(depth=4, output_dim=64)
+    glorot = UserTower(depth=4, output_dim=64, kernel_initializer="glorot_uniform")
+    # Four ReLU layers halve the mean square each; He's 2 / fan_in restores it, Glorot's
+    # 2 / (fan_in + fan_out) does not, so its output is several times weaker.
+    he_rms = float(tf.sqrt(tf.reduce_mean(he(x) ** 2)))
+    glorot_rms = float(tf.sqrt(tf.reduce_mean(glorot(x) ** 2)))
+    assert 0.5 < he_rms < 2.0
+    assert glorot_rms < 0.6 * he_rms

@@ -54,7 +54,10 @@ class UserTower(tf.keras.layers.Layer):
         activation: Activation of the layers (not used by the linear depth 0). Defaults to
             "relu".
         use_bias: bool. Whether the Dense layers have biases. Defaults to True.
-        kernel_initializer: Kernel initializer. Defaults to "glorot_uniform".
+        kernel_initializer: Kernel initializer of every Dense layer. Defaults to None: "he_normal"
+            for the layers with an activation (He et al. 2015, the variance-preserving choice for
+            ReLU; with Glorot's smaller weights a deep stack starts with weak signals and more of
+            its output units die in training) and "glorot_uniform" for the linear depth 0.
         kernel_regularizer: Kernel regularizer. Defaults to None.
         dropout: float in [0, 1). Dropout applied to the output of every layer but the last,
             in training only. Defaults to 0.0.
@@ -90,7 +93,7 @@ class UserTower(tf.keras.layers.Layer):
         output_dim: int | None = None,
         activation: Any = "relu",
         use_bias: bool = True,
-        kernel_initializer: Any = "glorot_uniform",
+        kernel_initializer: Any = None,
         kernel_regularizer: Any = None,
         dropout: float = 0.0,
         **kwargs: Any,
@@ -127,19 +130,22 @@ class UserTower(tf.keras.layers.Layer):
         self._units = tuple(units)
         self.activation = tf.keras.activations.get(activation)
         self.use_bias = use_bias
-        self.kernel_initializer = tf.keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = (
+            None if kernel_initializer is None else tf.keras.initializers.get(kernel_initializer)
+        )
         self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
         self.dropout = float(dropout)
         linear = depth == 0
+        initializer = self.kernel_initializer or tf.keras.initializers.get(
+            "glorot_uniform" if linear else "he_normal"
+        )
         self.dense_layers = [
             tf.keras.layers.Dense(
                 width,
                 activation=None if linear else self.activation,
                 use_bias=use_bias,
                 # A fresh copy per layer: Keras repeats the values of a reused initializer.
-                kernel_initializer=self.kernel_initializer.from_config(
-                    self.kernel_initializer.get_config()
-                ),
+                kernel_initializer=initializer.from_config(initializer.get_config()),
                 kernel_regularizer=self.kernel_regularizer,
                 name=f"dense_{i}",
             )
@@ -228,7 +234,9 @@ class UserTower(tf.keras.layers.Layer):
                 "output_dim": self.output_dim,
                 "activation": tf.keras.activations.serialize(self.activation),
                 "use_bias": self.use_bias,
-                "kernel_initializer": tf.keras.initializers.serialize(self.kernel_initializer),
+                "kernel_initializer": None
+                if self.kernel_initializer is None
+                else tf.keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": tf.keras.regularizers.serialize(self.kernel_regularizer),
                 "dropout": self.dropout,
             }
