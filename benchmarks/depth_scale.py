@@ -1,12 +1,13 @@
 """Figure 6 with more data: does a deeper user tower pay once the synthetic log grows?
 
 The reproduction's Figure 6 trains every depth for the same number of epochs on the default
-synthetic log (6,000 users, about 283,000 training examples), where deep towers are not better
-than depth 0. This script asks whether that is a matter of data: it trains the Figure 6 end
-points (depth 0, a linear layer, and depth 4, four ReLU layers) with watches only and with all
-features on synthetic logs that differ only in their number of users (same videos, topics, days
-and seed), and prints holdout MAP@100 and Recall@100 after every epoch, side by side, then the
-depth-4 minus depth-0 difference per size.
+synthetic log (6,000 users, about 283,000 training examples), where the features gain less over
+watches only at depth 4 than at depth 0. This script asks whether that is a matter of training
+and data: it trains the Figure 6 end points (depth 0, a linear layer, and depth 4, four ReLU
+layers) with watches only and with all features on synthetic logs that differ only in their
+number of users (same videos, topics, days and seed), and prints holdout MAP@100 and
+Recall@100 after every epoch, side by side, then the depth-4 minus depth-0 difference per
+size.
 
 Everything else is the package's default (`YouTubeCandidateConfig.from_training_data`, Adam
 0.003, sampled softmax); the batch is 1,024 as in the reproduction unless `--batch-size` says
