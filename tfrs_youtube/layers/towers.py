@@ -56,8 +56,9 @@ class UserTower(tf.keras.layers.Layer):
         use_bias: bool. Whether the Dense layers have biases. Defaults to True.
         kernel_initializer: Kernel initializer of every Dense layer. Defaults to None: "he_normal"
             for the layers with an activation (He et al. 2015, the variance-preserving choice for
-            ReLU; with Glorot's smaller weights a deep stack starts with weak signals and more of
-            its output units die in training) and "glorot_uniform" for the linear depth 0.
+            ReLU; Glorot's smaller weights shrink the signal at every ReLU layer, and deep towers
+            started from them reach a lower holdout MAP in the reproduction's Figure 6) and
+            "glorot_uniform" for the linear depth 0.
         kernel_regularizer: Kernel regularizer. Defaults to None.
         dropout: float in [0, 1). Dropout applied to the output of every layer but the last,
             in training only. Defaults to 0.0.
