@@ -194,8 +194,8 @@ def test_saved_model_round_trip(tmp_path):
 
 def kernel_stds(tower, fan_in):
     tower(tf.zeros([1, fan_in]))
-    return [(layer.get_weights()[0].shape[0], float(layer.get_weights()[0].std()))
-            for layer in tower.dense_layers]
+    kernels = [layer.kernel.numpy() for layer in tower.dense_layers]
+    return [(kernel.shape[0], float(kernel.std())) for kernel in kernels]
 
 
 def test_relu_layers_start_with_he_weights_and_the_linear_layer_with_glorot():
@@ -206,7 +206,8 @@ def test_relu_layers_start_with_he_weights_and_the_linear_layer_with_glorot():
     [(fan_in, std)] = kernel_stds(UserTower(depth=0, output_dim=64), fan_in=200)
     assert std == pytest.approx(np.sqrt(6.0 / (fan_in + 64)) / np.sqrt(3.0), rel=0.1)
     # An explicit initializer applies to every layer, linear or not, and survives get_config.
-    tower = UserTower(depth=2, output_dim=64, kernel_initializer=tf.keras.initializers.Constant(0.5))
+    constant = tf.keras.initializers.Constant(0.5)
+    tower = UserTower(depth=2, output_dim=64, kernel_initializer=constant)
     assert all(std == 0.0 for _, std in kernel_stds(tower, fan_in=10))
     assert UserTower.from_config(tower.get_config()).kernel_initializer.value == 0.5
     assert UserTower.from_config(UserTower(depth=1).get_config()).kernel_initializer is None
