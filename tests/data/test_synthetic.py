@@ -106,6 +106,37 @@ def test_freshness(default_log):
     assert first_days > 2 * later_days
 
 
+def test_country_trends(default_log):
+    w, truth, config = default_log.log.watches, default_log.truth, default_log.config
+    assert truth.trending.shape == (config.num_geos, int(np.ceil(60 / config.trend_days)))
+    rows = pd.Index(truth.user_ids).get_indexer(w["user_id"])
+    times = w["timestamp"].to_numpy()
+    topics = truth.video_topic[_video_numbers(w["video_id"])]
+    trend = truth.trending_topics(rows, times)
+    # Half of the non-sticky draws follow the trend; the same topic in another period of the
+    # same country is only as common as tastes make it.
+    later = truth.trending_topics(rows, times + config.trend_days * DAY)
+    other = trend != later
+    assert np.mean(topics == trend) > 0.4
+    assert np.mean(topics[other] == trend[other]) > 5 * np.mean(topics[other] == later[other])
+    # The truth agrees: a user's first watch has the trending topic with probability
+    # trend_fraction + (1 - trend_fraction) * taste, on average as often as observed.
+    first = np.r_[True, rows[1:] != rows[:-1]]
+    p = truth.next_watch_probabilities(w["user_id"].to_numpy()[first], times[first])
+    predicted = (p * (truth.video_topic[None, :] == trend[first][:, None])).sum(axis=1)
+    expected = config.trend_fraction + (1 - config.trend_fraction) * truth.taste[
+        rows[first], trend[first]
+    ]
+    np.testing.assert_allclose(predicted, expected, atol=1e-9)
+    observed = (topics[first] == trend[first]).astype(float)
+    assert abs(observed.mean() - predicted.mean()) < 3 * observed.std() / np.sqrt(first.sum())
+    # trend_fraction=0: no trends.
+    plain = generate_synthetic_log("tiny", seed=0, trend_fraction=0.0).truth
+    assert plain.trending is None
+    with pytest.raises(ValueError, match="no trends"):
+        plain.trending_topics(np.array([0]), np.array([config.start_time]))
+
+
 def test_search_tokens_come_from_the_watched_topic(default_log):
     log, truth = default_log.log, default_log.truth
     searches = log.searches.sort_values("timestamp", kind="stable")
@@ -160,6 +191,11 @@ def test_overrides_and_errors():
     with pytest.raises(ValueError, match=r"`stickiness` must be in \[0, 1\]. Received: "
                                          r"stickiness=1.5"):  # fmt: skip
         generate_synthetic_log("tiny", stickiness=1.5)
+    with pytest.raises(ValueError, match=r"`trend_fraction` must be in \[0, 1\]. Received: "
+                                         r"trend_fraction=-0.1"):  # fmt: skip
+        SyntheticConfig(trend_fraction=-0.1)
+    with pytest.raises(ValueError, match=r"`trend_days` must be > 0. Received: trend_days=0"):
+        SyntheticConfig(trend_days=0)
     with pytest.raises(ValueError, match=r"`num_users` must be an int >= 1.*num_users=0"):
         SyntheticConfig(num_users=0)
     with pytest.raises(ValueError, match=r"`num_videos` must be >= `num_topics`"):

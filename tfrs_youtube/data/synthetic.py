@@ -3,12 +3,16 @@
 Videos have a topic, a Zipf base popularity and an upload time; popularity spikes after upload
 and decays (the freshness effect of paper section 3.3). Users have demographics (`geo`,
 `device`, `gender`, `age`, `logged_in`) and a Dirichlet topic taste whose mean depends on geo,
-gender and age group, so demographics are predictive (paper section 3.2). Each watch picks a
-topic (the previous one with probability `stickiness`, else from the taste), then a video of
-that topic with probability proportional to popularity x freshness among the videos already
-uploaded. Some watches are preceded by a search whose tokens come from the watched topic.
-Sampling runs per time bucket with per-topic CDFs and `np.searchsorted`, so 10 million watches
-over a million videos take a few minutes on two cores.
+gender and age group, so demographics are predictive (paper section 3.2). Each country also has
+a trending topic that changes every `trend_days`. Each watch picks a topic (the previous one
+with probability `stickiness`; else the country's current trending topic with probability
+`trend_fraction`, or a topic from the taste), then a video of that topic with probability
+proportional to popularity x freshness among the videos already uploaded. The trends are the
+generator's one interaction between features: what a user watches next depends on their country
+(or on the history that reveals it) and on the time together, which a linear user tower cannot
+express and a ReLU tower can (paper Figure 6). Some watches are preceded by a search whose
+tokens come from the watched topic. Sampling runs per time bucket with per-topic CDFs and
+`np.searchsorted`, so 10 million watches over a million videos take a few minutes on two cores.
 """
 
 from __future__ import annotations
@@ -59,6 +63,9 @@ class SyntheticConfig:
             window; the rest are uploaded uniformly through it.
         freshness_spike, freshness_decay_days: popularity x (1 + spike * exp(-age / decay)).
         stickiness: probability that a watch keeps the previous watch's topic.
+        trend_fraction: probability that a watch that does not keep the previous topic takes
+            the user's country's current trending topic instead of one from the taste.
+        trend_days: each country's trending topic is redrawn every `trend_days` days.
         taste_concentration: Dirichlet concentration of user tastes (small: narrow tastes).
         demographic_strength: scale of the geo, gender and age-group shifts of taste.
         search_fraction: share of watches preceded by a search (1-60 s before).
@@ -85,6 +92,8 @@ class SyntheticConfig:
     freshness_spike: float = 5.0
     freshness_decay_days: float = 3.0
     stickiness: float = 0.5
+    trend_fraction: float = 0.5
+    trend_days: float = 5.0
     taste_concentration: float = 3.0
     demographic_strength: float = 1.0
     search_fraction: float = 0.2
@@ -98,14 +107,16 @@ class SyntheticConfig:
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
         positive = ("mean_watches_per_user", "num_days", "bucket_seconds", "pre_window_days",
-                    "freshness_decay_days", "taste_concentration")  # fmt: skip
+                    "freshness_decay_days", "taste_concentration", "trend_days")  # fmt: skip
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"`{name}` must be > 0. Received: {name}={getattr(self, name)!r}")
         for name in ("activity_sigma", "zipf_exponent", "freshness_spike", "demographic_strength"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"`{name}` must be >= 0. Received: {name}={getattr(self, name)!r}")
-        for name in ("pre_window_fraction", "stickiness", "search_fraction", "logged_in_fraction"):
+        unit = ("pre_window_fraction", "stickiness", "trend_fraction", "search_fraction",
+                "logged_in_fraction")  # fmt: skip
+        for name in unit:
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(
                     f"`{name}` must be in [0, 1]. Received: {name}={getattr(self, name)!r}"
@@ -159,6 +170,8 @@ class SyntheticTruth:
         users: DataFrame of the users' demographics, row i is "u<i>".
         topic_tokens: (num_topics, tokens_per_topic) object array of each topic's query words.
         config: the `SyntheticConfig` used.
+        trending: (num_geos, periods) int trending topic of each country (in `_GEOS` order)
+            during each `trend_days` period of the window; None for no trends.
     """
 
     video_topic: np.ndarray
@@ -168,6 +181,7 @@ class SyntheticTruth:
     users: pd.DataFrame
     topic_tokens: np.ndarray
     config: SyntheticConfig
+    trending: np.ndarray | None = None
 
     @property
     def video_ids(self) -> np.ndarray:
@@ -186,6 +200,19 @@ class SyntheticTruth:
         numbers = numbers.fillna(-1).to_numpy().astype(np.int64)
         valid = (numbers >= 0) & (numbers < len(self.video_topic))
         return np.where(valid, self.video_topic[np.where(valid, numbers, 0)], -1)
+
+    def trending_topics(self, rows: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """Trending topic of the country of user row `rows[i]` at `times[i]` (seconds).
+
+        Times outside the window take its first or last period.
+        """
+        if self.trending is None:
+            raise ValueError("This truth has no trends (`trending` is None).")
+        c = self.config
+        geo = pd.Index(_GEOS).get_indexer(self.users[GEO].to_numpy(dtype=object))[rows]
+        period = np.floor((np.asarray(times, np.float64) - c.start_time) / (c.trend_days * _DAY))
+        period = np.clip(period, 0, self.trending.shape[1] - 1).astype(np.int64)
+        return self.trending[geo, period]
 
     def video_weights(self, timestamp: float) -> np.ndarray:
         """Unnormalized popularity x freshness of every video during the bucket of `timestamp`.
@@ -228,6 +255,9 @@ class SyntheticTruth:
             raise ValueError(f"Unknown `user_ids`. Received: {users[rows < 0][:5].tolist()}")
         times = np.broadcast_to(np.asarray(timestamps, dtype=np.float64), rows.shape)
         topic_p = self.taste[rows].copy()
+        if self.trending is not None and c.trend_fraction > 0:
+            topic_p *= 1.0 - c.trend_fraction
+            topic_p[np.arange(len(rows)), self.trending_topics(rows, times)] += c.trend_fraction
         if last_topics is not None:
             last = np.broadcast_to(np.asarray(last_topics, dtype=np.int64), rows.shape)
             if ((last < -1) | (last >= c.num_topics)).any():
@@ -334,8 +364,13 @@ def _users(c: SyntheticConfig, rng: np.random.Generator) -> tuple[pd.DataFrame, 
 
 
 def _watch_topics(
-    c: SyntheticConfig, rng: np.random.Generator, taste: np.ndarray, user: np.ndarray
+    c: SyntheticConfig,
+    rng: np.random.Generator,
+    taste: np.ndarray,
+    user: np.ndarray,
+    trending: np.ndarray | None = None,
 ) -> np.ndarray:
+    """Each watch's topic; `trending` (one per watch) replaces a `trend_fraction` of draws."""
     num_topics = c.num_topics
     # Row-wise inverse CDF in one searchsorted: offset user i's CDF by i.
     cdf = np.cumsum(taste, axis=1)
@@ -345,6 +380,8 @@ def _watch_topics(
     fresh = np.clip(fresh - user * num_topics, 0, num_topics - 1)
     first = np.r_[True, user[1:] != user[:-1]]
     sticky = (rng.random(len(user)) < c.stickiness) & ~first
+    if trending is not None:
+        fresh = np.where(rng.random(len(user)) < c.trend_fraction, trending, fresh)
     source = np.where(sticky, 0, np.arange(len(user)))
     np.maximum.accumulate(source, out=source)  # the last non-sticky watch sets the topic
     return fresh[source]
@@ -421,7 +458,12 @@ def generate_synthetic_log(
     # Sorting user + U(0, 1) orders each user's uniform watch times without a lexsort.
     fraction = np.sort(user + rng.random(len(user))) - user
     times = np.floor(c.start_time + fraction * (c.end_time - c.start_time))
-    topics = _watch_topics(c, rng, taste, user)
+    trending = None
+    if c.trend_fraction > 0:
+        periods = int(np.ceil(c.num_days / c.trend_days))
+        truth.trending = rng.integers(c.num_topics, size=(c.num_geos, periods))
+        trending = truth.trending_topics(user, times)
+    topics = _watch_topics(c, rng, taste, user, trending)
     videos = _watch_videos(truth, rng, times, topics)
 
     searched = np.flatnonzero(rng.random(len(user)) < c.search_fraction)
