@@ -1,5 +1,6 @@
 """Tests of the Figure 6 study (feature sets x tower depth)."""
 
+import dataclasses
 import json
 import pathlib
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ from tfrs_youtube.config import YouTubeCandidateConfig
 from tfrs_youtube.data import build_examples, load_movielens
 from tfrs_youtube.models import YouTubeCandidateModel
 from tfrs_youtube.reproduction import figure6
-from tfrs_youtube.reproduction.common import Context
+from tfrs_youtube.reproduction.common import SIZES, Context
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -155,6 +156,27 @@ def test_study_statements_follow_the_numbers(study):
     grows = (full[-1] - watches[-1]) > (full[0] - watches[0])
     assert ("is larger at depth" if grows else "is not larger at depth") in result.markdown
     assert "MovieLens 100K was not given" in result.markdown
+
+
+def test_study_trains_the_synthetic_models_for_figure6_epochs(tmp_path):
+    size = dataclasses.replace(SIZES["quick"], depths=(0,), figure6_epochs=2)
+    context = Context(size, output_dir=tmp_path)
+    epochs = []
+    real_fit = context.fit
+
+    def recording_fit(*args, **kwargs):
+        epochs.append(kwargs.get("epochs"))
+        return real_fit(*args, **kwargs)
+
+    context.fit = recording_fit
+    result = figure6.run(context)
+    assert epochs == [2, 2, 2, 2]  # one model per feature set at the single depth
+    assert "for 2 epoch(s) on the synthetic log with batch size 256" in result.markdown
+    trends = context.synthetic_log().config
+    assert (
+        f"changes every {trends.trend_days:g} days, and {trends.trend_fraction:.0%} of the"
+        in result.markdown
+    )
 
 
 @pytest.mark.slow

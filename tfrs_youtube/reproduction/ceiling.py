@@ -1,13 +1,13 @@
 """The best possible Recall@K on the synthetic log, and every model as a fraction of it.
 
-The synthetic generator knows each user's true next-watch distribution (their topic taste, the
-stickiness to the previous watch's topic, and the popularity x freshness of the videos online on
-that day). Ranking each holdout label under that distribution, with the user's earlier watches
-excluded exactly as for the models, gives the ceiling no recommender can beat in expectation:
-the gap between a model and the ceiling is what is left to learn, the gap between the ceiling
-and 1 is the log's irreducible randomness. Held-out re-watches are part of that gap: earlier
-watches are excluded, so no recommender (the ceiling included) can rank them. Real logs (the
-paper's) have no such ceiling.
+The synthetic generator knows each user's true next-watch distribution (their topic taste, their
+country's trending topic of the time, the stickiness to the previous watch's topic, and the
+popularity x freshness of the videos online on that day). Ranking each holdout label under that
+distribution, with the user's earlier watches excluded exactly as for the models, gives the
+ceiling no recommender can beat in expectation: the gap between a model and the ceiling is what
+is left to learn, the gap between the ceiling and 1 is the log's irreducible randomness.
+Held-out re-watches are part of that gap: earlier watches are excluded, so no recommender (the
+ceiling included) can rank them. Real logs (the paper's) have no such ceiling.
 """
 
 from __future__ import annotations
@@ -202,8 +202,9 @@ def _markdown(context: Context, data: TrainingData, out: dict[str, Any], figure:
     intro = (
         f"The synthetic log ({size.synthetic_preset} preset: {config.num_users:,} users, "
         f"{config.num_videos:,} videos) comes with the generator's true next-watch distribution: "
-        "the user's topic taste, the stickiness to the previous watch's topic and the "
-        "popularity x freshness of the videos online that day. Ranking each of the "
+        "the user's topic taste, their country's trending topic of the time, the stickiness to "
+        "the previous watch's topic and the popularity x freshness of the videos online that "
+        "day. Ranking each of the "
         f"{out['num_holdout_users']:,} held-out last watches under it, with the user's earlier "
         "watches excluded as for every model, gives the ceiling. Next to it: the default model "
         f"(all features, depth 2, {size.epochs} epoch(s), batch {size.batch_size}, seed "

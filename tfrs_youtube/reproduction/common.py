@@ -52,6 +52,8 @@ class Size:
             synthetic log's examples, so more passes for a similar number of steps).
         batch_size: training batch size of every model.
         depths: tower depths of the Figure 6 study.
+        figure6_epochs: training epochs of the Figure 6 models on the synthetic log (deep
+            towers need more steps than a linear one to learn the interactions they exist for).
         max_users_per_probe: users (or examples) sampled where a study probes the model's
             predicted distribution rather than ranking the holdout (Figure 4).
     """
@@ -63,13 +65,14 @@ class Size:
     batch_size: int
     depths: tuple[int, ...]
     max_users_per_probe: int
+    figure6_epochs: int
 
 
 SIZES: dict[str, Size] = {
     "default": Size("default", "default", epochs=1, movielens_epochs=5, batch_size=1024,
-                    depths=(0, 1, 2, 3, 4), max_users_per_probe=2000),
+                    depths=(0, 1, 2, 3, 4), max_users_per_probe=2000, figure6_epochs=2),
     "quick": Size("quick", "tiny", epochs=1, movielens_epochs=1, batch_size=256, depths=(0, 1),
-                  max_users_per_probe=100),
+                  max_users_per_probe=100, figure6_epochs=1),
 }  # fmt: skip
 
 
