@@ -1,13 +1,12 @@
 """Figure 6 with more data: does a deeper user tower pay once the synthetic log grows?
 
 The reproduction's Figure 6 trains every depth for the same number of epochs on the default
-synthetic log (6,000 users, about 283,000 training examples), where the features gain less over
-watches only at depth 4 than at depth 0. This script asks whether that is a matter of training
-and data: it trains the Figure 6 end points (depth 0, a linear layer, and depth 4, four ReLU
-layers) with watches only and with all features on synthetic logs that differ only in their
-number of users (same videos, topics, days and seed), and prints holdout MAP@100 and
-Recall@100 after every epoch, side by side, then the depth-4 minus depth-0 difference per
-size.
+synthetic log (6,000 users, about 283,000 training examples). This script asks how its depth
+effect changes with training and data: it trains the Figure 6 end points (depth 0, a linear
+layer, and depth 4, four ReLU layers) with watches only and with all features on synthetic logs
+that differ only in their number of users (same videos, topics, days and seed), and prints
+holdout MAP@100 and Recall@100 after every epoch, side by side, then the depth-4 minus depth-0
+difference per size.
 
 Everything else is the package's default (`YouTubeCandidateConfig.from_training_data`, Adam
 0.003, sampled softmax); the batch is 1,024 as in the reproduction unless `--batch-size` says
@@ -17,11 +16,14 @@ excluded.
 Usage: python benchmarks/depth_scale.py [--users 6000 24000] [--epochs 2] [--depths 0 4]
                                        [--feature-sets watches all] [--seed 0]
                                        [--example-age-buckets 0] [--batch-size 1024]
+                                       [--trend-fraction F]
 
 `--example-age-buckets N` adds a one-hot of the example's day to the example-age input of the
 sets that use it (`YouTubeCandidateConfig.example_age_buckets`; 0, the default, leaves
 `[x, x^2]` alone). `--batch-size 256 --epochs 5` trains each model closer to convergence
-(4x the steps per epoch, at about 1.3x the time per epoch).
+(4x the steps per epoch, at about 1.3x the time per epoch). `--trend-fraction F` sets
+`SyntheticConfig.trend_fraction` (the share of non-sticky watches that follow the country's
+trending topic, the log's one built-in interaction of country and time); 0 removes the trends.
 """
 
 from __future__ import annotations
@@ -70,7 +72,9 @@ class HoldoutEachEpoch(tf.keras.callbacks.Callback):
 
 def run_size(num_users: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    log = generate_synthetic_log(SyntheticConfig(num_users=num_users), seed=args.seed).log
+    trends = {} if args.trend_fraction is None else {"trend_fraction": args.trend_fraction}
+    config = SyntheticConfig(num_users=num_users, **trends)
+    log = generate_synthetic_log(config, seed=args.seed).log
     data = build_examples(log, max_history=50, seed=args.seed)
     print(
         f"\n{num_users:,} users: {len(data.train):,} training examples, {len(data.holdout):,} "
@@ -130,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--example-age-buckets", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--trend-fraction", type=float, default=None)
     args = parser.parse_args()
     checks = (("users", min(args.users)), ("epochs", args.epochs), ("batch-size", args.batch_size))
     for name, value in checks:
@@ -137,9 +142,13 @@ def main() -> None:
             parser.error(f"--{name} must be at least 1. Received: {value}")
     if args.example_age_buckets < 0:
         parser.error(f"--example-age-buckets must be >= 0. Received: {args.example_age_buckets}")
+    if args.trend_fraction is not None and not 0.0 <= args.trend_fraction <= 1.0:
+        parser.error(f"--trend-fraction must be in [0, 1]. Received: {args.trend_fraction}")
+    trend = SyntheticConfig().trend_fraction if args.trend_fraction is None else args.trend_fraction
     print(
         f"depths {args.depths}, feature sets {args.feature_sets}, {args.epochs} epoch(s), batch "
-        f"{args.batch_size}, example_age_buckets {args.example_age_buckets}, seed {args.seed}",
+        f"{args.batch_size}, example_age_buckets {args.example_age_buckets}, trend_fraction "
+        f"{trend:g}, seed {args.seed}",
         flush=True,
     )
     start = time.perf_counter()
