@@ -179,10 +179,15 @@ class Context:
         """Training epochs of a model on `source` ("synthetic" or "movielens")."""
         return self.size.movielens_epochs if source == "movielens" else self.size.epochs
 
-    def training_phrase(self, sources: Sequence[str] = ("synthetic",)) -> str:
+    def training_phrase(
+        self, sources: Sequence[str] = ("synthetic",), epochs: Mapping[str, int] | None = None
+    ) -> str:
         """How long models were trained, e.g. "1 epoch(s) on the synthetic log, 5 on MovieLens
-        100K"."""
-        parts = [f"{self.epochs(s)} epoch(s) on {SOURCE_TITLES[s]}" for s in sources]
+        100K"; `epochs` (source -> epochs) overrides `self.epochs(source)`."""
+        epochs = epochs or {}
+        parts = [
+            f"{epochs.get(s, self.epochs(s))} epoch(s) on {SOURCE_TITLES[s]}" for s in sources
+        ]
         return ", ".join(parts)
 
     def fit(

@@ -226,7 +226,7 @@ def run(context: Context) -> StudyResult:
         f"{d}: {u}{' linear' if d == 0 else ' ReLU'}"
         for d, u in zip(first["depths"], first["tower_units"])
     )
-    epochs = ", ".join(f"{_epochs(context, s)} epoch(s) on {SOURCE_TITLES[s]}" for s in sources)
+    epochs = context.training_phrase(sources, {s: _epochs(context, s) for s in sources})
     intro = (
         f"Each feature set was trained at tower depths {first['depths']} (widths, scaled to "
         f"`output_dim={first['output_dim']}`: {units}) for {epochs} with "
