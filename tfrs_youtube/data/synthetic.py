@@ -255,7 +255,7 @@ class SyntheticTruth:
             raise ValueError(f"Unknown `user_ids`. Received: {users[rows < 0][:5].tolist()}")
         times = np.broadcast_to(np.asarray(timestamps, dtype=np.float64), rows.shape)
         topic_p = self.taste[rows].copy()
-        if self.trending is not None and c.trend_fraction > 0:
+        if self.trending is not None:
             topic_p *= 1.0 - c.trend_fraction
             topic_p[np.arange(len(rows)), self.trending_topics(rows, times)] += c.trend_fraction
         if last_topics is not None:
