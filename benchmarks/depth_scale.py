@@ -72,8 +72,7 @@ class HoldoutEachEpoch(tf.keras.callbacks.Callback):
 
 def run_size(num_users: int, args: argparse.Namespace) -> dict:
     start = time.perf_counter()
-    trends = {} if args.trend_fraction is None else {"trend_fraction": args.trend_fraction}
-    config = SyntheticConfig(num_users=num_users, **trends)
+    config = SyntheticConfig(num_users=num_users, trend_fraction=args.trend_fraction)
     log = generate_synthetic_log(config, seed=args.seed).log
     data = build_examples(log, max_history=50, seed=args.seed)
     print(
@@ -134,7 +133,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--example-age-buckets", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--trend-fraction", type=float, default=None)
+    parser.add_argument("--trend-fraction", type=float, default=SyntheticConfig().trend_fraction)
     args = parser.parse_args()
     checks = (("users", min(args.users)), ("epochs", args.epochs), ("batch-size", args.batch_size))
     for name, value in checks:
@@ -142,13 +141,12 @@ def main() -> None:
             parser.error(f"--{name} must be at least 1. Received: {value}")
     if args.example_age_buckets < 0:
         parser.error(f"--example-age-buckets must be >= 0. Received: {args.example_age_buckets}")
-    if args.trend_fraction is not None and not 0.0 <= args.trend_fraction <= 1.0:
+    if not 0.0 <= args.trend_fraction <= 1.0:
         parser.error(f"--trend-fraction must be in [0, 1]. Received: {args.trend_fraction}")
-    trend = SyntheticConfig().trend_fraction if args.trend_fraction is None else args.trend_fraction
     print(
         f"depths {args.depths}, feature sets {args.feature_sets}, {args.epochs} epoch(s), batch "
         f"{args.batch_size}, example_age_buckets {args.example_age_buckets}, trend_fraction "
-        f"{trend:g}, seed {args.seed}",
+        f"{args.trend_fraction:g}, seed {args.seed}",
         flush=True,
     )
     start = time.perf_counter()
