@@ -4,7 +4,9 @@ Every user has one held-out next watch. A recommender scores the whole catalogue
 videos the user already watched are excluded, and the rank of the held-out video gives
 Recall@K (hit rate), MAP@K (1/rank within K, the average precision with one relevant item) and
 NDCG@K (1/log2(rank + 1) within K). A held-out re-watch of an earlier video is excluded with the
-rest, so it is a miss for every recommender: the candidates never depend on the label.
+rest, so it is a miss for every recommender: the candidates never depend on the label. So is a
+held-out video outside the catalogue (`video_vocab`): it gets rank 0. `rank_metrics_by_history`
+reports cold-start users (empty `watch_history`) apart from the others.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrs_youtube.data.examples import EXAMPLE_AGE
+from tfrs_youtube.data.examples import EXAMPLE_AGE, WATCH_HISTORY
 
 __all__ = [
     "rank_metrics",
     "ranks_of_labels",
+    "split_ranks_by_history",
+    "rank_metrics_by_history",
     "scorer_ranks",
     "model_ranks",
     "evaluate_scorer",
@@ -91,6 +95,70 @@ def ranks_of_labels(
     label_scores = scores[np.arange(len(labels)), np.where(valid, labels, 0)]
     ranks = (scores >= label_scores[:, None]).sum(axis=1)
     return np.where(valid & np.isfinite(label_scores), ranks, 0)
+
+
+def split_ranks_by_history(ranks: np.ndarray, holdout: object) -> dict[str, np.ndarray]:
+    """Splits holdout ranks into every user, cold-start users and the others.
+
+    A cold-start user's held-out watch has an empty `watch_history` (no watch strictly before
+    it): only the user features can tell the model about them (paper section 3.3).
+
+    Args:
+        ranks: int array [num_users], one rank per holdout example (e.g. `scorer_ranks`).
+        holdout: the `tfrs_youtube.data.ExampleSet` the ranks come from.
+
+    Returns:
+        `{"all": ranks, "cold_start": ranks of empty histories, "warm": the rest}`, each in
+        holdout order (a group can be empty).
+
+    Raises:
+        ValueError: if `holdout` has no `watch_history` or `ranks` is not one per example.
+
+    >>> from tfrs_youtube.data import ExampleSet
+    >>> holdout = ExampleSet({"watch_history": np.array([["", ""], ["x", ""]], dtype=object)})
+    >>> {k: v.tolist() for k, v in split_ranks_by_history([3, 1], holdout).items()}
+    {'all': [3, 1], 'cold_start': [3], 'warm': [1]}
+    """
+    features = holdout.features  # type: ignore[attr-defined]
+    if WATCH_HISTORY not in features:
+        raise ValueError(
+            f"`holdout` must have a `{WATCH_HISTORY}` feature. Received: features "
+            f"{sorted(features)}"
+        )
+    history = np.asarray(features[WATCH_HISTORY], dtype=object)
+    ranks = np.asarray(ranks, dtype=np.int64)
+    if ranks.shape != (len(history),):
+        raise ValueError(
+            f"`ranks` must have one entry per holdout example ({len(history)}). Received: "
+            f"shape {ranks.shape}"
+        )
+    cold = ~(history != "").reshape(len(history), -1).any(axis=1)
+    return {"all": ranks, "cold_start": ranks[cold], "warm": ranks[~cold]}
+
+
+def rank_metrics_by_history(
+    ranks: np.ndarray, holdout: object, ks: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """`rank_metrics` of every, cold-start and warm holdout user (`split_ranks_by_history`).
+
+    Args:
+        ranks: int array [num_users], one rank per holdout example.
+        holdout: the `tfrs_youtube.data.ExampleSet` the ranks come from.
+        ks: cutoffs.
+
+    Returns:
+        `{"all": ..., "cold_start": ..., "warm": ...}`, each a dict with `num_users` and, for a
+        non-empty group, the `rank_metrics`; `format_table` prints it as three rows.
+
+    Raises:
+        ValueError: as `split_ranks_by_history`, or for invalid `ks`.
+    """
+    ks = _check_ks(ks)
+    out = {}
+    for name, group in split_ranks_by_history(ranks, holdout).items():
+        metrics = rank_metrics(group, ks) if len(group) else {}
+        out[name] = {"num_users": float(len(group)), **metrics}
+    return out
 
 
 def scorer_ranks(

@@ -3,6 +3,7 @@
 import bisect
 import collections
 import csv
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -10,12 +11,13 @@ import pytest
 
 from tfrs_youtube.data import (
     ExampleSet,
+    TrainingData,
     WatchLog,
     build_examples,
     generate_synthetic_log,
     load_movielens,
 )
-from tfrs_youtube.evaluation import rank_metrics, ranks_of_labels
+from tfrs_youtube.evaluation import evaluate_scorer, rank_metrics, ranks_of_labels, scorer_ranks
 
 
 def _reference(watch_rows, search_rows, max_history, max_search_tokens=50):
@@ -64,12 +66,12 @@ def tiny_log():
     return generate_synthetic_log("tiny", seed=3).log
 
 
-def _check_against_reference(rows, data, max_history, max_search_tokens=50):
+def _check_against_reference(rows, data, max_history, max_search_tokens=50, min_history=0):
     by_user, times, context = _reference(*rows, max_history, max_search_tokens)
     train = data.train.features
-    # Labels: every watch but each multi-watch user's last, with at least one earlier watch.
+    # Labels: every watch but each multi-watch user's last, with min_history earlier watches.
     n_expected = sum(
-        bisect.bisect_left(times[user], t) >= 1
+        bisect.bisect_left(times[user], t) >= min_history
         for user, events in by_user.items()
         for t, _, _ in (events[:-1] if len(events) >= 2 else events)
     )
@@ -104,8 +106,13 @@ def test_ml100k_matches_reference_and_never_peeks(ml100k_log, ml100k_path):
             context_times = [when[(user, v)] for v in history if v != ""]
             assert all(t < ts for t in context_times)
             assert context_times == sorted(context_times)  # oldest first
-    # ml-100k has ties: labels whose timestamp equals their predecessor's lose that watch.
-    assert len(data.train) + len(data.holdout) < len(ml100k_log)
+    # min_history=0 (the default): every watch is a training or holdout example.
+    assert len(data.train) + len(data.holdout) == len(ml100k_log)
+    # ml-100k has ties: with min_history=1, besides each of the 943 users' first watch, the
+    # watches tied with it have no earlier watch either and are skipped.
+    one = build_examples(ml100k_log, max_history=50, min_history=1)
+    _check_against_reference((raw, []), one, 50, min_history=1)
+    assert len(one.train) < len(ml100k_log) - 943 - 943
 
 
 def test_synthetic_with_searches_matches_reference(tiny_log):
@@ -119,39 +126,41 @@ def test_history_window_and_ties_by_hand():
     log = WatchLog(pd.DataFrame({"user_id": ["a"] * 5 + ["b"],
                                  "video_id": ["x", "y", "z", "w", "v", "q"],
                                  "timestamp": [1, 2, 2, 3, 4, 9]}))  # fmt: skip
-    data = build_examples(log, max_history=2)
+    data = build_examples(log, max_history=2, min_history=1)
     f = data.train.features
     assert f["label"].tolist() == ["y", "z", "w"]  # x has no context, b has one watch only
     assert f["watch_history"].tolist() == [["x", ""], ["x", ""], ["y", "z"]]
     assert data.holdout.features["label"].tolist() == ["v"]
     assert data.holdout.features["watch_history"].tolist() == [["z", "w"]]
     assert data.holdout.seen[0].tolist() == ["x", "y", "z", "w"]
-    assert len(build_examples(log, min_history=0).train) == 5  # x and q join
+    assert len(build_examples(log).train) == 5  # the default min_history=0: x and q join
     assert len(build_examples(log, min_history=2).train) == 1  # only w has 2 earlier watches
     no_holdout = build_examples(log, holdout=None)
-    assert len(no_holdout.holdout) == 0 and no_holdout.train.features["label"][-1] == "v"
+    assert len(no_holdout.holdout) == 0
+    assert no_holdout.train.features["label"].tolist() == ["x", "y", "z", "w", "v", "q"]
 
 
 def test_rewatched_label_is_seen_and_ranks_as_a_miss():
-    # a: x@1, y@2, x@3 (held out: a re-watch of x); b: x@1, z@2 (held out: a first watch of z).
-    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2,
-                                 "video_id": ["x", "y", "x", "x", "z"],
-                                 "timestamp": [1, 2, 3, 1, 2]}))  # fmt: skip
+    # a: x@1, y@2, x@3 (held out: a re-watch of x); b: x@1, z@2 (held out: a first watch of z);
+    # c: z@1, y@2 (held out), so z is a training video (in the catalogue).
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2 + ["c"] * 2,
+                                 "video_id": ["x", "y", "x", "x", "z", "z", "y"],
+                                 "timestamp": [1, 2, 3, 1, 2, 1, 2]}))  # fmt: skip
     data = build_examples(log)
-    assert data.holdout.features["label"].tolist() == ["x", "z"]
-    assert [s.tolist() for s in data.holdout.seen] == [["x", "y"], ["x"]]
+    assert data.holdout.features["label"].tolist() == ["x", "z", "y"]
+    assert [s.tolist() for s in data.holdout.seen] == [["x", "y"], ["x"], ["z"]]
     vocab = data.video_vocab
-    # A scorer that ranks x, z, y for everyone: x is excluded for both, so a's label cannot be
-    # ranked (rank 0, a miss; keeping it would have made it rank 1 with y excluded), and b's z
-    # is the best of what b has not watched (rank 1).
+    # A scorer that ranks x, z, y for everyone: x is excluded for a and b, so a's label cannot
+    # be ranked (rank 0, a miss; keeping it would have made it rank 1 with y excluded), b's z
+    # is the best of what b has not watched (rank 1), c's y comes after x (rank 2).
     top_x = {"x": 3.0, "z": 2.0, "y": 1.0}
-    scores = np.array([[top_x[v] for v in vocab.ids]] * 2)
+    scores = np.array([[top_x[v] for v in vocab.ids]] * 3)
     ranks = ranks_of_labels(
         scores, vocab.index(data.holdout.features["label"]),
         [vocab.index(s) for s in data.holdout.seen],
     )  # fmt: skip
-    assert ranks.tolist() == [0, 1]
-    assert rank_metrics(ranks, [1])["recall_at_1"] == 0.5
+    assert ranks.tolist() == [0, 1, 2]
+    assert rank_metrics(ranks, [1])["recall_at_1"] == pytest.approx(1 / 3)
 
 
 def test_example_age_by_hand():
@@ -160,10 +169,11 @@ def test_example_age_by_hand():
                                  "timestamp": [10, 20, 50, 90]}))  # fmt: skip
     data = build_examples(log)
     assert data.window == (10.0, 50.0)
-    # q at 20: (50 - 20) / (50 - 10) = 0.75; r at 50: 0.
-    np.testing.assert_allclose(data.train.features["example_age"], [0.75, 0.0])
+    # p at 10: 1; q at 20: (50 - 20) / (50 - 10) = 0.75; r at 50: 0.
+    np.testing.assert_allclose(data.train.features["example_age"], [1.0, 0.75, 0.0])
     assert data.train.features["example_age"].dtype == np.float32
-    assert data.holdout.features["example_age"].tolist() == [0.0]
+    # The holdout s at 90 has its own age, not clipped at 0: (50 - 90) / 40 = -1.
+    assert data.holdout.features["example_age"].tolist() == [-1.0]
 
 
 def test_example_age_decreases_with_time(ml100k_log):
@@ -198,12 +208,14 @@ def test_search_token_bag_by_hand():
                              "search_query": ["Funny  CATS video", "late", "dogs"]})  # fmt: skip
     data = build_examples(WatchLog(watches, searches), max_search_tokens=6)
     bag = data.train.features["search_tokens"]
-    # label y@20: only "Funny CATS video"@5 and "dogs"@15; "late"@20 is not strictly before.
-    assert bag.tolist() == [["funny", "cats", "video", "funny_cats", "cats_video", "dogs"]]
+    # label x@10: only "Funny CATS video"@5; label y@20: that and "dogs"@15 ("late"@20 is not
+    # strictly before).
+    assert bag.tolist() == [["funny", "cats", "video", "funny_cats", "cats_video", ""],
+                            ["funny", "cats", "video", "funny_cats", "cats_video", "dogs"]]
     assert data.holdout.features["search_tokens"].tolist() == [
         ["cats", "video", "funny_cats", "cats_video", "dogs", "late"]  # most recent 6 kept
     ]
-    assert sorted(data.search_vocab.ids) == sorted(set(bag.ravel()))
+    assert sorted(data.search_vocab.ids) == sorted(set(bag.ravel()) - {""})
     limited = build_examples(WatchLog(watches, searches), max_history=1, max_search_tokens=4)
     assert limited.holdout.features["search_tokens"].tolist() == [["late", "", "", ""]]
     assert "search_tokens" not in build_examples(WatchLog(watches)).train.features
@@ -218,15 +230,16 @@ def test_user_features_and_vocabularies():
                           "logged_in": [True, False, True]})  # fmt: skip
     data = build_examples(WatchLog(watches, users=users))
     f = data.train.features
-    assert f["user_id"].tolist() == ["a"]  # b and c have one training label with context: none
+    assert f["user_id"].tolist() == ["a", "a", "b", "c"]  # every training watch (min_history=0)
     h = data.holdout.features
     assert h["user_id"].tolist() == ["a", "b", "c"]
     assert h["geo"].tolist() == ["US", "", ""]  # missing value and unknown user -> ""
     assert h["age"].tolist() == [20.0, 0.0, 0.0] and h["age"].dtype == np.float32
     assert h["logged_in"].tolist() == [1.0, 0.0, 0.0]
-    # Training watches: a: x, y; b: x; c: y -> x=2, y=2; held out only: only_held, z.
-    assert data.video_vocab.ids.tolist() == ["x", "y", "only_held", "z"]
-    assert data.video_vocab.counts.tolist() == [2, 2, 0, 0]
+    # Training watches: a: x, y; b: x; c: y -> x=2, y=2; held out only (not in the
+    # catalogue): only_held, z.
+    assert data.video_vocab.ids.tolist() == ["x", "y"]
+    assert data.video_vocab.counts.tolist() == [2, 2]
     assert data.categorical_vocabs["geo"].ids.tolist() == ["FR", "US"]
     assert set(data.numeric_quantiles) == {"age", "logged_in"}
     np.testing.assert_allclose(data.numeric_quantiles["age"][[0, 50, 100]], [20.0, 30.0, 40.0])
@@ -244,7 +257,10 @@ def test_synthetic_default_shapes():
     assert f["search_tokens"].shape == (len(data.train), 50)
     assert {"geo", "device", "gender", "age", "logged_in"} <= set(f)
     assert len(data.holdout) == sum(log.watches.groupby("user_id").size() >= 2)
-    assert len(data.video_vocab) == log.num_videos
+    # The catalogue: every video of a training example (with 20 examples per user, some
+    # videos are in none).
+    used = set(f["label"]) | set(f["watch_history"].ravel()) - {""}
+    assert set(data.video_vocab.ids) == used and len(used) <= log.num_videos
 
 
 @pytest.mark.parametrize(
@@ -320,7 +336,7 @@ def test_surrounding_context_by_hand():
     log = WatchLog(pd.DataFrame({"user_id": ["a"] * 5 + ["b"] + ["c"] * 4,
                                  "video_id": ["x", "y", "z", "w", "v", "solo", "p", "q", "r", "s"],
                                  "timestamp": [1, 2, 3, 8, 9, 4, 1, 5, 5, 6]}))  # fmt: skip
-    data = build_examples(log, max_history=1, context="surrounding")
+    data = build_examples(log, max_history=1, context="surrounding", min_history=1)
     f = data.train.features
     assert f["label"].tolist() == ["x", "y", "z", "w", "p", "q", "r"]  # b's one watch: no context
     # x@1: y is 1 away; y@2: x and z both 1 away, the earlier wins; z@3: y 1 away; w@8: z 5 away.
@@ -348,7 +364,9 @@ def test_surrounding_matches_reference_searches_and_age_past_only(tiny_log):
     data = build_examples(tiny_log, max_history=5, context="surrounding")
     expected = _surrounding_reference(_log_rows(tiny_log)[0], 5)
     f = data.train.features
-    assert len(data.train) == sum(len(h) >= 1 for h in expected.values())
+    assert len(data.train) == len(expected)  # min_history=0: every training watch
+    one = build_examples(tiny_log, max_history=5, context="surrounding", min_history=1)
+    assert len(one.train) == sum(len(h) >= 1 for h in expected.values())
     for i in range(len(data.train)):
         history = expected[(f["user_id"][i], f["timestamp"][i], f["label"][i])]
         assert f["watch_history"][i].tolist() == _pad(history, 5)
@@ -369,8 +387,9 @@ def test_past_context_is_the_default():
                                  "timestamp": [1, 2, 3, 4]}))  # fmt: skip
     default, past = build_examples(log, max_history=2), build_examples(log, context="past",
                                                                        max_history=2)
-    assert past.train.features["watch_history"].tolist() == [["x", ""], ["x", "y"]]
-    assert default.train.features["watch_history"].tolist() == [["x", ""], ["x", "y"]]
+    expected = [["", ""], ["x", ""], ["x", "y"]]
+    assert past.train.features["watch_history"].tolist() == expected
+    assert default.train.features["watch_history"].tolist() == expected
 
 
 @pytest.mark.parametrize("context", ["future", "", None])
@@ -378,3 +397,136 @@ def test_context_error(tiny_log, context):
     with pytest.raises(ValueError, match=rf"`context` must be \"past\" or \"surrounding\". "
                        rf"Received: context={context!r}"):  # fmt: skip
         build_examples(tiny_log, context=context)
+
+
+def _ages_log():
+    # a: p@0, q@50, r@55 (r held out, after the window); b: x@10, y@30 (y held out, early).
+    return WatchLog(pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2,
+                                  "video_id": ["p", "q", "r", "x", "y"],
+                                  "timestamp": [0, 50, 55, 10, 30]}))  # fmt: skip
+
+
+def test_holdout_example_age_by_hand():
+    data = build_examples(_ages_log())
+    # Training watches p@0, q@50, x@10: window [0, 50], span 50.
+    assert data.window == (0.0, 50.0)
+    # r@55: (50 - 55) / 50 = -0.1 (not clipped at 0); y@30: (50 - 30) / 50 = 0.4.
+    assert data.holdout.features["label"].tolist() == ["r", "y"]
+    np.testing.assert_allclose(data.holdout.features["example_age"], [-0.1, 0.4], rtol=1e-6)
+    assert data.holdout.features["example_age"].dtype == np.float32
+    # Training ages: p@0 -> 1, q@50 -> 0, x@10 -> 0.8.
+    np.testing.assert_allclose(data.train.features["example_age"], [1.0, 0.0, 0.8], rtol=1e-6)
+
+
+def _catalogue_log():
+    # a: x@1, y@2, z@3 (z held out); b: y@1, new@2 (new only in the holdout); c: q@1, x@2.
+    return WatchLog(pd.DataFrame({"user_id": ["a"] * 3 + ["b"] * 2 + ["c"] * 2,
+                                  "video_id": ["x", "y", "z", "y", "new", "q", "x"],
+                                  "timestamp": [1, 2, 3, 1, 2, 1, 2]}))  # fmt: skip
+
+
+def test_catalogue_is_the_training_videos():
+    data = build_examples(_catalogue_log())
+    # Training watches: a: x, y; b: y; c: q -> x=1, y=2, q=1; z and new are holdout only.
+    assert data.video_vocab.ids.tolist() == ["y", "q", "x"]
+    assert data.video_vocab.counts.tolist() == [2, 1, 1]
+    assert "z" not in data.video_vocab and "new" not in data.video_vocab
+    # The held-out labels outside the catalogue stay in the holdout.
+    assert data.holdout.features["label"].tolist() == ["z", "new", "x"]
+
+
+def test_catalogue_drops_videos_of_no_training_example():
+    # a: x@1, y@2, z@3, w@4 (w held out). With examples_per_user=1 and max_history=1 the one
+    # label's example leaves out some training watches; they are not in the catalogue.
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 4, "video_id": ["x", "y", "z", "w"],
+                                 "timestamp": [1, 2, 3, 4]}))  # fmt: skip
+    for seed in range(6):
+        data = build_examples(log, max_history=1, examples_per_user=1, seed=seed)
+        f = data.train.features
+        used = {f["label"][0]} | (set(f["watch_history"][0].tolist()) - {""})
+        assert set(data.video_vocab.ids.tolist()) == used
+
+
+def test_explicit_catalogue():
+    catalogue = ["x", "q", "z", "fresh"]  # y (watched in training) is left out
+    data = build_examples(_catalogue_log(), catalogue=catalogue)
+    # Training counts x=1, q=1, y=2 (not in the catalogue); z and fresh never trained: 0.
+    assert data.video_vocab.ids.tolist() == ["q", "x", "fresh", "z"]
+    assert data.video_vocab.counts.tolist() == [1, 1, 0, 0]
+    f = data.train.features
+    # The training labels y (a@2, b@1) are dropped: a keeps x@1, c keeps q@1 (x@2 is held out).
+    assert f["label"].tolist() == ["x", "q"]
+    assert f["user_id"].tolist() == ["a", "c"]
+    held = data.holdout.features
+    # z's history keeps y (the model maps it to OOV); new stays although outside the catalogue.
+    assert held["label"].tolist() == ["z", "new", "x"]
+    assert held["watch_history"][0][:2].tolist() == ["x", "y"]
+    np.testing.assert_array_equal(data.label_counts, [1, 1, 0, 0])
+    # Evaluation: "new" is not in the catalogue, so it ranks 0 (a miss) for any scorer.
+    scores = {"q": 4.0, "x": 3.0, "fresh": 2.0, "z": 1.0}
+    row = np.array([scores[v] for v in data.video_vocab.ids])
+
+    def scorer(batch):
+        return np.tile(row, (len(batch["label"]), 1))
+
+    # a: z, seen x, y -> q, fresh above z: rank 3; b: new -> 0; c: x, seen q -> rank 1.
+    assert scorer_ranks(scorer, data.holdout, data.video_vocab).tolist() == [3, 0, 1]
+    assert evaluate_scorer(scorer, data.holdout, data.video_vocab, ks=[1])[
+        "recall_at_1"
+    ] == pytest.approx(1 / 3)
+    # Any sequence of str works: a tuple or a NumPy array gives the same vocabulary.
+    again = build_examples(_catalogue_log(), catalogue=np.array(catalogue, dtype=object))
+    assert again.video_vocab == data.video_vocab
+
+
+@pytest.mark.parametrize(
+    "catalogue, error, match",
+    [
+        ("x", TypeError, r"`catalogue` must be a sequence of str.*Received: catalogue='x'"),
+        (5, TypeError, r"`catalogue` must be a sequence of str.*Received: catalogue of type int"),
+        (["x", 3], TypeError, r"`catalogue` must hold str.*Received: .*3 \(int\)"),
+        ([], ValueError, r"`catalogue` must not be empty. Received: catalogue=\[\]"),
+        (["x", "x"], ValueError, r"`catalogue` must be distinct.*Received: repeated \['x'\]"),
+        (["x", ""], ValueError, r"`catalogue` must not contain \"\".*Received:"),
+    ],
+)
+def test_catalogue_errors(catalogue, error, match):
+    with pytest.raises(error, match=match):
+        build_examples(_catalogue_log(), catalogue=catalogue)
+
+
+def test_label_counts_are_counts_of_training_labels(ml100k_log):
+    data = build_examples(ml100k_log, examples_per_user=1, seed=0)
+    labels = data.train.features["label"]
+    assert len(labels) == 943
+    # Independent count: a dict over the labels, read back in vocabulary order.
+    counted = collections.Counter(labels.tolist())
+    expected = np.array([counted.get(v, 0) for v in data.video_vocab.ids], dtype=np.int64)
+    assert data.label_counts.dtype == np.int64
+    np.testing.assert_array_equal(data.label_counts, expected)
+    assert data.label_counts.sum() == 943 < data.video_vocab.counts.sum()
+    assert not np.array_equal(data.label_counts, data.video_vocab.counts)
+    # Without subsampling every training watch is a label (min_history=0): the counts agree.
+    full = build_examples(ml100k_log)
+    np.testing.assert_array_equal(full.label_counts, full.video_vocab.counts)
+
+
+def test_training_data_computes_label_counts_when_omitted():
+    data = build_examples(_catalogue_log())
+    rebuilt = TrainingData(data.train, data.holdout, data.video_vocab, data.search_vocab,
+                           data.categorical_vocabs, data.numeric_quantiles,
+                           data.window)  # fmt: skip
+    # Training labels: x (a), y (a), y (b), q (c); vocabulary y, q, x.
+    assert rebuilt.label_counts.tolist() == [2, 1, 1] == data.label_counts.tolist()
+    match = r"`label_counts` must have one entry per video of `video_vocab` \(3\). Received: "
+    with pytest.raises(ValueError, match=match + r"shape \(2,\)"):
+        dataclasses.replace(data, label_counts=np.array([1, 2]))
+
+
+def test_first_watch_is_a_cold_start_example_by_default():
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 3, "video_id": ["x", "y", "z"],
+                                 "timestamp": [1, 2, 3]}))  # fmt: skip
+    f = build_examples(log, max_history=2).train.features
+    assert f["label"].tolist() == ["x", "y"]
+    assert f["watch_history"].tolist() == [["", ""], ["x", ""]]  # x: empty history
+    assert build_examples(log, min_history=1).train.features["label"].tolist() == ["y"]

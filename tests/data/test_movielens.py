@@ -3,15 +3,23 @@
 import collections
 import csv
 import hashlib
+import pathlib
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tfrs_youtube.data import MOVIELENS_ARCHIVES, download_movielens, load_movielens
+from tfrs_youtube.data import (
+    MOVIELENS_ARCHIVES,
+    build_examples,
+    download_movielens,
+    load_movielens,
+)
 
 U_DATA = "1\t10\t5\t881250949\n2\t10\t3\t881250950\n1\t20\t4\t881250948\n"
 U_USER = "1|24|M|technician|85711\n2|53|F|other|94043\n"
+ML_100K = pathlib.Path(__file__).resolve().parents[3] / "shared" / "data" / "ml-100k"
 
 
 def test_ml100k_recbole(ml100k_path):
@@ -27,7 +35,7 @@ def test_ml100k_recbole(ml100k_path):
     assert log.time_range == (min(times), max(times))
     assert sorted(log.watches["rating"].unique().tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
     users = log.users
-    assert list(users.columns) == ["user_id", "age", "gender", "occupation"]
+    assert list(users.columns) == ["user_id", "age", "gender", "occupation", "zip_code"]
     assert len(users) == 943 and users["age"].dtype == np.float64
     first = users.set_index("user_id").loc["1"]
     assert (first["age"], first["gender"], first["occupation"]) == (24.0, "M", "technician")
@@ -45,9 +53,15 @@ def test_u_data_and_u_user(tmp_path):
                                                                     ["2", "10"]]  # fmt: skip
     assert log.watches["timestamp"].tolist() == [881250948.0, 881250949.0, 881250950.0]
     assert log.watches["rating"].tolist() == [4.0, 5.0, 3.0]
-    assert log.users.values.tolist() == [["1", 24.0, "M", "technician"],
-                                         ["2", 53.0, "F", "other"]]  # fmt: skip
+    assert log.users.values.tolist() == [["1", 24.0, "M", "technician", "85711"],
+                                         ["2", 53.0, "F", "other", "94043"]]  # fmt: skip
     assert load_movielens(tmp_path / "u.data").users is not None
+    # A column beyond the five of u.user is kept too, under a positional name.
+    (tmp_path / "u.user").write_text("1|24|M|technician|85711|blue\n2|53|F|other|94043|red\n")
+    users = load_movielens(tmp_path).users
+    assert list(users.columns) == ["user_id", "age", "gender", "occupation", "zip_code",
+                                   "column_5"]  # fmt: skip
+    assert users["column_5"].tolist() == ["blue", "red"]
 
 
 def test_ratings_dat_and_users_dat(tmp_path):
@@ -57,7 +71,8 @@ def test_ratings_dat_and_users_dat(tmp_path):
     log = load_movielens(tmp_path / "ratings.dat")
     assert log.watches["video_id"].tolist() == ["1193", "661", "1357"]
     assert log.watches["rating"].tolist() == [5.0, 3.0, 5.0]
-    assert log.users.values.tolist() == [["1", 1.0, "F", "10"], ["2", 56.0, "M", "16"]]
+    assert log.users.values.tolist() == [["1", "F", 1.0, "10", "48067"],
+                                         ["2", "M", 56.0, "16", "70072"]]  # fmt: skip
 
 
 def test_ratings_csv(tmp_path):
@@ -122,3 +137,42 @@ def test_unknown_archive_name_and_checksum_table(tmp_path):
     assert {"ml-100k", "ml-1m", "ml-latest-small", "ml-20m", "ml-25m"} <= set(MOVIELENS_ARCHIVES)
     for size, digest in MOVIELENS_ARCHIVES.values():
         assert size > 900_000 and len(digest) == 64 and int(digest, 16) >= 0
+
+
+@pytest.mark.skipif(
+    not (ML_100K / "ml-100k.user").is_file(),
+    reason=f"MovieLens 100K users file not found at {ML_100K / 'ml-100k.user'}",
+)
+def test_ml100k_keeps_every_user_column():
+    log = load_movielens(ML_100K)
+    # Independent read with the csv module: header names before ":" and every row.
+    with open(ML_100K / "ml-100k.user", newline="", encoding="latin-1") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    names = [c.split(":")[0] for c in rows[0]]
+    assert names == ["user_id", "age", "gender", "occupation", "zip_code"]
+    users = log.users
+    assert list(users.columns) == names
+    assert users["zip_code"].tolist() == [r[4] for r in rows[1:]]  # strings, leading 0s kept
+    assert pd.api.types.is_string_dtype(users["zip_code"]) and "01002" in set(users["zip_code"])
+    assert users.set_index("user_id").loc["1", "zip_code"] == "85711"
+
+
+def test_recbole_user_file_extra_columns(tmp_path):
+    (tmp_path / "toy.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+        "1\t10\t5\t100\n2\t10\t3\t200\n"
+    )
+    (tmp_path / "toy.user").write_text(
+        "user_id:token\tage:token\tzip_code:token\tincome:float\tregion:token\n"
+        "1\t24\t00501\t3.5\tnorth\n2\t53\t94043\t\t\n"
+    )
+    users = load_movielens(tmp_path).users
+    assert list(users.columns) == ["user_id", "age", "zip_code", "income", "region"]
+    assert users["zip_code"].tolist() == ["00501", "94043"]  # token: a string categorical
+    assert users["age"].tolist() == [24.0, 53.0]
+    assert users["income"].dtype == np.float64 and users["income"].iloc[0] == 3.5
+    assert np.isnan(users["income"].iloc[1]) and users["region"].iloc[0] == "north"
+    # build_examples takes every column: strings are categorical, floats numeric.
+    data = build_examples(load_movielens(tmp_path))
+    assert sorted(data.categorical_vocabs) == ["region", "zip_code"]
+    assert sorted(data.numeric_quantiles) == ["age", "income"]

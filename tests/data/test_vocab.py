@@ -88,3 +88,14 @@ def test_constructor_errors():
         Vocabulary(["a", "b"], [1, 2])
     with pytest.raises(ValueError, match="None/NaN"):
         Vocabulary.from_values(np.array(["a", None], dtype=object))
+
+
+def test_from_catalogue_counts_only_catalogue_ids():
+    # Counts over the values: a=2, b=3 (outside the catalogue), c=1; z never observed.
+    vocab = Vocabulary.from_catalogue(("z", "c", "a"), ["a", "b", "a", "c", "b", "b"])
+    assert vocab.ids.tolist() == ["a", "c", "z"] and vocab.counts.tolist() == [2, 1, 0]
+    assert Vocabulary.from_catalogue(np.array(["q", "p"])).ids.tolist() == ["p", "q"]
+    with pytest.raises(TypeError, match=r"`videos` must be a sequence of str.*Received: videos="):
+        Vocabulary.from_catalogue("abc", name="videos")
+    with pytest.raises(TypeError, match=r"`ids` must be a sequence.*Received: ids of type ndarray"):
+        Vocabulary.from_catalogue(np.array([["a"], ["b"]]))

@@ -2,7 +2,8 @@
 
 Each label is one watch; its context is only what happened strictly before it (so the model
 never peeks at the future), at most `max_history` recent watches and search queries, queries
-as an unordered bag of unigrams and bigrams. The holdout is each user's last watch.
+as an unordered bag of unigrams and bigrams. The holdout is each user's last watch. The
+catalogue (the video vocabulary) is the videos the training examples use, or an explicit one.
 Everything is vectorized over the sorted log: per-user offsets, run starts of equal timestamps
 and fancy indexing, no Python loop over watches or users.
 """
@@ -43,9 +44,11 @@ class ExampleSet:
     Attributes:
         features: `watch_history` (n, max_history) str, oldest first, "" pads on the right;
             `search_tokens` (n, max_search_tokens) str (only when the log has searches);
-            `example_age` (n,) float32 in [0, 1]; one (n,) array per user feature (str for
-            categorical, float32 for numeric); `label` (n,) str; `user_id` (n,) str;
-            `timestamp` (n,) float64.
+            `example_age` (n,) float32: (end - t) / (end - start) over the training window, in
+            [0, 1] for training examples and at most 1 for the holdout (a held-out watch after
+            the window's end is slightly negative, as the paper allows); one (n,) array per
+            user feature (str for categorical, float32 for numeric); `label` (n,) str;
+            `user_id` (n,) str; `timestamp` (n,) float64.
         seen: holdout only: for each example, every earlier watch of the user (not only the
             last `max_history`), in order, so evaluation can exclude watched videos. A label
             the user had watched before is among them: no recommender that excludes watched
@@ -114,12 +117,21 @@ class TrainingData:
     Attributes:
         train: the training `ExampleSet`.
         holdout: the leave-last-out `ExampleSet` (with `seen`).
-        video_vocab: every video of the log; counts from the training watches only, so
-            videos watched only in the holdout have count 0.
+        video_vocab: the catalogue: every video of a training example (label or
+            `watch_history`), or the explicit `catalogue` of `build_examples`; counts from
+            every training watch (0 for catalogue videos never watched in training). Videos
+            watched only in the holdout are not in it.
         search_vocab: tokens of the training examples, or None without searches.
         categorical_vocabs: one `Vocabulary` per categorical user feature (counts over users).
         numeric_quantiles: 101 quantiles (0%, 1%, ..., 100%) of each numeric user feature.
         window: (start, end) time of the training watches, seconds.
+        label_counts: (len(video_vocab),) int64: how often each video is the label of a
+            `train` example (after `min_history` and `examples_per_user`), aligned with
+            `video_vocab.ids`; what in-batch sampling draws, so its logQ uses these. Computed
+            from `train` when omitted.
+
+    Raises:
+        ValueError: if `label_counts` has not one entry per video of `video_vocab`.
     """
 
     train: ExampleSet
@@ -129,23 +141,41 @@ class TrainingData:
     categorical_vocabs: dict[str, Vocabulary]
     numeric_quantiles: dict[str, np.ndarray]
     window: tuple[float, float]
+    label_counts: np.ndarray = None  # type: ignore[assignment]  # computed in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.label_counts is None:
+            positions = self.video_vocab.index(self.train.features[LABEL], unknown=-1)
+            self.label_counts = np.bincount(
+                positions[positions >= 0], minlength=len(self.video_vocab)
+            )
+        self.label_counts = np.asarray(self.label_counts, dtype=np.int64)
+        if self.label_counts.shape != (len(self.video_vocab),):
+            raise ValueError(
+                f"`label_counts` must have one entry per video of `video_vocab` "
+                f"({len(self.video_vocab)}). Received: shape {self.label_counts.shape}"
+            )
 
 
-def _windows(values: np.ndarray, ends: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
-    """Row i is values[ends[i] - counts[i] : ends[i]], left-aligned and padded with ""."""
-    columns = np.arange(width)
-    valid = columns[None, :] < counts[:, None]
-    out = np.full((len(ends), width), "", dtype=object)
-    out[valid] = values[((ends - counts)[:, None] + columns[None, :])[valid]]
+def _window_rows(ends: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
+    """Row i is ends[i] - counts[i], ..., ends[i] - 1, left-aligned and padded with -1."""
+    columns = np.arange(width)[None, :]
+    return np.where(columns < counts[:, None], (ends - counts)[:, None] + columns, -1)
+
+
+def _take(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """values[rows] as an object array, "" where rows is -1."""
+    out = np.full(rows.shape, "", dtype=object)
+    valid = rows >= 0
+    out[valid] = values[rows[valid]]
     return out
 
 
-def _surrounding(
-    values: np.ndarray, times: np.ndarray, rows: np.ndarray, first: np.ndarray,
-    size: np.ndarray, width: int,
+def _surrounding_rows(
+    times: np.ndarray, rows: np.ndarray, first: np.ndarray, size: np.ndarray, width: int
 ) -> np.ndarray:
-    """Row i: the `width` entries of values[first[i] : first[i] + size[i]] nearest in time to
-    rows[i] (itself excluded), in time order, "" padded; equal distances favour the earlier.
+    """Row i: the `width` rows of first[i] : first[i] + size[i] nearest in time to rows[i]
+    (itself excluded), in time order, -1 padded; equal distances favour the earlier.
 
     With the label taken out, the nearest m entries are a contiguous run x[s : s + m]; s is
     the first start with t - x[s] <= x[s + m] - t (k-closest-elements binary search).
@@ -163,9 +193,7 @@ def _surrounding(
         hi[i], lo[i] = np.where(keep, mid, hi[i]), np.where(keep, lo[i], mid + 1)
     j = lo[:, None] + np.arange(width)[None, :]
     valid = np.arange(width)[None, :] < m[:, None]
-    out = np.full((len(rows), width), "", dtype=object)
-    out[valid] = values[(first[:, None] + j + (j >= p[:, None]))[valid]]
-    return out
+    return np.where(valid, first[:, None] + j + (j >= p[:, None]), -1)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:
@@ -213,20 +241,26 @@ def build_examples(
     max_history: int = 50,
     max_search_tokens: int = 50,
     examples_per_user: int | None = None,
-    min_history: int = 1,
+    min_history: int = 0,
     holdout: str | None = "last",
     seed: int = 0,
     context: str = "past",
+    catalogue: Sequence[str] | None = None,
 ) -> TrainingData:
     """Turns a watch log into training and holdout examples (paper section 3.4).
 
     Every watch is a label except each user's last one, which is held out (for every user with
-    at least 2 watches, whatever its context length). A label's context is what happened
-    strictly before its timestamp (ties excluded): its most recent `max_history` watches,
-    oldest first, and the unigrams and bigrams of its most recent `max_history` search
-    queries, at most `max_search_tokens` of them (the most recent). `example_age` is
-    (end - t) / (end - start) over the training watches' time window, 0 for the holdout (as
-    at serving).
+    at least 2 watches, whatever its context length); with `min_history=0` a first watch is a
+    cold-start label, empty history (what demographics are for). A label's context is what
+    happened strictly before its timestamp (ties excluded): its most recent `max_history`
+    watches, oldest first, and the unigrams and bigrams of its most recent `max_history` search
+    queries, at most `max_search_tokens` of them (the most recent). `example_age` is (end - t) /
+    (end - start) over the training window, for the holdout too, clipped at 1 but not at 0 (a
+    held-out watch after the window is slightly negative, as the paper allows; `evaluation`
+    scores with 0, as at serving). The catalogue (`video_vocab`) is every video of a training
+    example (label or `watch_history`), by descending training-watch count, ties by id: a video
+    watched only in the holdout is not in it, so its held-out watch is a miss for every
+    recommender.
 
     Args:
         log: the `WatchLog`.
@@ -235,7 +269,8 @@ def build_examples(
         examples_per_user: keep at most this many training examples per user, chosen
             uniformly at random (paper: a fixed number per user, so heavy users do not dominate
             the loss). Defaults to None (all).
-        min_history: skip training labels with fewer earlier watches. Defaults to 1.
+        min_history: skip training labels with fewer earlier watches. Defaults to 0 (every
+            user's first watch trains the cold-start case).
         holdout: "last" (leave-last-out) or None (no holdout; every watch trains). Defaults
             to "last".
         seed: seed of the per-user subsampling. Defaults to 0.
@@ -246,15 +281,20 @@ def build_examples(
             earlier watch), so later watches leak into the context, and `min_history` counts
             those watches. Searches stay past-only and `example_age` stays the label's age;
             the holdout is unchanged (past-only). Defaults to "past".
+        catalogue: explicit candidate videos, a non-empty sequence of distinct str IDs (e.g.
+            a catalogue file); unwatched ones get count 0, training labels outside it are
+            dropped (before `examples_per_user`), histories and holdout labels keep them (the
+            model maps them to OOV; evaluation ranks them 0). Defaults to None (the videos of
+            the training examples).
 
     Returns:
         A `TrainingData`.
 
     Raises:
-        TypeError: if `log` is not a `WatchLog`.
+        TypeError: if `log` is not a `WatchLog`, or `catalogue` is not a sequence of str.
         ValueError: for `max_history` < 1, `max_search_tokens` < 1, `examples_per_user` < 1,
-            `min_history` < 0, an unknown `holdout` or `context`, or a user feature named
-            like a feature.
+            `min_history` < 0, an unknown `holdout` or `context`, a user feature named
+            like a feature, or an empty `catalogue`, one with "" or repeated IDs.
 
     Example:
 
@@ -263,7 +303,7 @@ def build_examples(
     ...                              "timestamp": [1, 2, 2, 3]}))
     >>> data = build_examples(log, max_history=3)
     >>> data.train.features["label"].tolist(), data.train.features["watch_history"].tolist()
-    (['y', 'z'], [['x', '', ''], ['x', '', '']])
+    (['x', 'y', 'z'], [['', '', ''], ['x', '', ''], ['x', '', '']])
     >>> data.holdout.features["watch_history"].tolist(), data.holdout.seen[0].tolist()
     ([['x', 'y', 'z']], ['x', 'y', 'z'])
     """
@@ -280,6 +320,7 @@ def build_examples(
         raise ValueError(
             f'`context` must be "past" or "surrounding". Received: context={context!r}'
         )
+    explicit = None if catalogue is None else Vocabulary.from_catalogue(catalogue, name="catalogue")
 
     watches = log.watches
     users = watches[USER_ID].to_numpy(dtype=object)
@@ -305,6 +346,8 @@ def build_examples(
     size = group_end - group_start - is_held[group_end - 1]  # training watches per user
     others = earlier_count if context == "past" else size[group] - 1
     labels = training[others[training] >= min_history]
+    if explicit is not None:
+        labels = labels[explicit.index(videos[labels], unknown=-1) >= 0]
     if examples_per_user is not None:
         keys = np.random.default_rng(seed).random(len(labels))
         order = np.lexsort((keys, group[labels]))
@@ -330,14 +373,15 @@ def build_examples(
             users[group_start]
         )
 
-    def example_set(rows: np.ndarray, ages: np.ndarray, past: bool = True) -> ExampleSet:
+    def history_rows(rows: np.ndarray, past: bool = True) -> np.ndarray:
         if past:
             counts = np.minimum(earlier_count[rows], max_history)
-            history = _windows(videos, run_start[rows], counts, max_history)
-        else:
-            first, count = group_start[group[rows]], size[group[rows]]
-            history = _surrounding(videos, times, rows, first, count, max_history)
-        features = {WATCH_HISTORY: history}
+            return _window_rows(run_start[rows], counts, max_history)
+        first, count = group_start[group[rows]], size[group[rows]]
+        return _surrounding_rows(times, rows, first, count, max_history)
+
+    def example_set(rows: np.ndarray, ages: np.ndarray, history: np.ndarray) -> ExampleSet:
+        features = {WATCH_HISTORY: _take(videos, history)}
         if tokens is not None:
             # Searches of the user before the label: sort labels after searches at equal times.
             both = np.r_[search_ids, group[rows]]
@@ -347,7 +391,8 @@ def build_examples(
             first = np.maximum(search_start[group[rows]], before - max_history)
             available = offsets[before] - offsets[first]
             width = np.minimum(available, max_search_tokens)
-            features[SEARCH_TOKENS] = _windows(tokens, offsets[before], width, max_search_tokens)
+            window = _window_rows(offsets[before], width, max_search_tokens)
+            features[SEARCH_TOKENS] = _take(tokens, window)
         features[EXAMPLE_AGE] = ages.astype(np.float32)
         for name, values in user_columns.items():
             where = user_rows[group[rows]]
@@ -361,10 +406,15 @@ def build_examples(
         features[TIMESTAMP] = times[rows]
         return ExampleSet(features)
 
-    span = end - start
-    ages = np.clip((end - times[labels]) / span, 0.0, 1.0) if span > 0 else np.zeros(len(labels))
-    train = example_set(labels, ages, past=context == "past")
-    holdout_set = example_set(held, np.zeros(len(held)))
+    def age(rows: np.ndarray) -> np.ndarray:  # not clipped at 0: later watches go negative
+        span = end - start
+        return np.minimum((end - times[rows]) / span, 1.0) if span > 0 else np.zeros(len(rows))
+
+    used = np.zeros(n, dtype=bool)  # the rows a training example uses: label or history
+    train_history = history_rows(labels, past=context == "past")
+    used[labels] = used[train_history[train_history >= 0]] = True
+    train = example_set(labels, age(labels), train_history)
+    holdout_set = example_set(held, age(held), history_rows(held))
     earlier = np.flatnonzero(is_held[group_end[group] - 1] & ~is_held)
     cuts = np.searchsorted(group[earlier], group[held], side="right")[:-1]
     holdout_set.seen = np.split(videos[earlier], cuts) if len(held) else []
@@ -383,10 +433,17 @@ def build_examples(
             numeric[name] = (
                 np.quantile(finite, quantiles) if len(finite) else np.zeros(_NUM_QUANTILES)
             )
+    if explicit is None:  # every video a training example uses, counted over every watch
+        watched = Vocabulary.from_values(videos[training])
+        keep = np.zeros(len(watched), dtype=bool)
+        keep[watched.index(pd.unique(videos[used]))] = True
+        video_vocab = Vocabulary(watched.ids[keep], watched.counts[keep])
+    else:
+        video_vocab = Vocabulary.from_catalogue(explicit.ids, videos[training])
     return TrainingData(
         train=train,
         holdout=holdout_set,
-        video_vocab=Vocabulary.from_values(videos[training], extra_ids=videos[held]),
+        video_vocab=video_vocab,
         search_vocab=search_vocab,
         categorical_vocabs=categorical,
         numeric_quantiles=numeric,

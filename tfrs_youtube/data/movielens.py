@@ -2,8 +2,9 @@
 
 `load_movielens` reads the GroupLens layouts (`u.data` of ml-100k, `ratings.dat` of ml-1m and
 ml-10m, `ratings.csv` of ml-latest, ml-20m and ml-25m) and RecBole atomic files (`*.inter`),
-with the users file beside them when there is one. `download_movielens` fetches and verifies the
-GroupLens archives.
+with the users file beside them when there is one (every column of it kept, `zip_code`
+included: the model's feature set chooses what to use). `download_movielens` fetches and
+verifies the GroupLens archives.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ MOVIELENS_ARCHIVES: dict[str, tuple[int, str]] = {
 }
 _ACCEPTED = ("u.data", "ratings.dat", "ratings.csv", "*.inter")
 _WATCH_COLUMNS = [USER_ID, VIDEO_ID, "rating", TIMESTAMP]
-_USER_COLUMNS = [USER_ID, AGE, "gender", "occupation"]
-_IDS = {USER_ID: str, VIDEO_ID: str, "gender": str, "occupation": str}
+_U_USER_COLUMNS = [USER_ID, AGE, "gender", "occupation", "zip_code"]  # ml-100k u.user
+_USERS_DAT_COLUMNS = [USER_ID, "gender", AGE, "occupation", "zip_code"]  # ml-1m users.dat
 
 
 def _read_separated(path: pathlib.Path, sep: str, columns: list[str], **kwargs) -> pd.DataFrame:
@@ -48,13 +49,20 @@ def _read_separated(path: pathlib.Path, sep: str, columns: list[str], **kwargs) 
     frame = pd.read_csv(
         path, sep=sep, header=None, encoding="latin-1", dtype=str, engine="c", **kwargs
     )
-    frame.columns = columns + list(frame.columns[len(columns) :])
+    extra = [f"column_{i}" for i in range(len(columns), frame.shape[1])]  # unnamed extras
+    frame.columns = columns + extra
     return frame
 
 
 def _read_recbole(path: pathlib.Path, rename: dict[str, str]) -> pd.DataFrame:
+    """A RecBole atomic file; `name:float` columns become float64, the others stay str."""
     frame = pd.read_csv(path, sep="\t", encoding="latin-1", dtype=str, engine="c")
-    frame.columns = [str(c).split(":")[0] for c in frame.columns]
+    names = [str(c).split(":")[0] for c in frame.columns]
+    kinds = [str(c).partition(":")[2] for c in frame.columns]
+    frame.columns = names
+    for name, kind in zip(names, kinds):
+        if kind == "float":
+            frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     return frame.rename(columns=rename)
 
 
@@ -78,8 +86,10 @@ def _find(path: pathlib.Path) -> pathlib.Path:
 
 
 def _finish_users(users: pd.DataFrame) -> pd.DataFrame:
-    users = users[_USER_COLUMNS].copy()
-    users[AGE] = pd.to_numeric(users[AGE], errors="coerce").astype("float64")
+    """Every column of the users file; `age` numeric, the other columns as read."""
+    users = users.copy()
+    if AGE in users.columns:
+        users[AGE] = pd.to_numeric(users[AGE], errors="coerce").astype("float64")
     return users
 
 
@@ -89,8 +99,10 @@ def load_movielens(path: str | os.PathLike) -> WatchLog:
     The layout is detected from the file name: GroupLens `u.data` (ml-100k; users from `u.user`),
     `ratings.dat` (ml-1m, ml-10m; users from `users.dat`), `ratings.csv` (ml-latest, ml-20m,
     ml-25m; no users) or a RecBole atomic `*.inter` file (users from the `*.user` file of the
-    same stem). Ratings become watches with a float `rating` column kept; users get columns
-    `user_id`, `age` (float), `gender`, `occupation` (strings).
+    same stem). Ratings become watches with a float `rating` column kept. Users keep every
+    column of the users file, in its order: `age` as float, RecBole `:float` columns as float,
+    every other column as str (`gender`, `occupation`, `zip_code`, ...: categorical features,
+    leading zeros kept); unnamed extra columns of the GroupLens files become `column_<i>`.
 
     Args:
         path: a ratings file, or the folder holding one.
@@ -116,13 +128,11 @@ def load_movielens(path: str | os.PathLike) -> WatchLog:
     if ratings.name == "u.data":
         watches = _read_separated(ratings, "\t", _WATCH_COLUMNS)
         if (ratings.parent / "u.user").is_file():
-            columns = [USER_ID, AGE, "gender", "occupation", "zip_code"]
-            users = _read_separated(ratings.parent / "u.user", "|", columns)
+            users = _read_separated(ratings.parent / "u.user", "|", _U_USER_COLUMNS)
     elif ratings.name == "ratings.dat":
         watches = _read_separated(ratings, "::", _WATCH_COLUMNS)
         if (ratings.parent / "users.dat").is_file():
-            columns = [USER_ID, "gender", AGE, "occupation", "zip_code"]
-            users = _read_separated(ratings.parent / "users.dat", "::", columns)
+            users = _read_separated(ratings.parent / "users.dat", "::", _USERS_DAT_COLUMNS)
     elif ratings.name == "ratings.csv":
         watches = pd.read_csv(ratings, dtype=str, encoding="latin-1")
         watches = watches.rename(columns={"userId": USER_ID, "movieId": VIDEO_ID})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,44 @@ def _as_object_strings(values: Any) -> np.ndarray:
     if array.dtype == object and pd.api.types.infer_dtype(array, skipna=False) == "string":
         return array
     return array.astype(str).astype(object)
+
+
+def _check_ids(ids: Any, name: str) -> np.ndarray:
+    """`ids` as a 1-D object array of distinct, non-empty str, or a TypeError/ValueError."""
+    is_sequence = isinstance(ids, (Sequence, pd.Series, pd.Index)) or (
+        isinstance(ids, np.ndarray) and ids.ndim == 1
+    )
+    if isinstance(ids, (str, bytes)) or not is_sequence:
+        shown = f"{name}={ids!r:.80}" if isinstance(ids, (str, bytes)) else (
+            f"{name} of type {type(ids).__name__}"
+        )
+        raise TypeError(
+            f"`{name}` must be a sequence of str video IDs (a list, tuple or 1-D array), not a "
+            f"single string. Received: {shown}"
+        )
+    if not len(ids):
+        raise ValueError(f"`{name}` must not be empty. Received: {name}=[]")
+    array = np.empty(len(ids), dtype=object)
+    array[:] = list(ids)
+    if pd.api.types.infer_dtype(array, skipna=False) != "string":
+        position = next(i for i, v in enumerate(array) if not isinstance(v, str))
+        value = array[position]
+        raise TypeError(
+            f"`{name}` must hold str video IDs; cast them with str(). Received: {value!r} "
+            f"({type(value).__name__}) at position {position}"
+        )
+    if (array == "").any():
+        raise ValueError(
+            f'`{name}` must not contain "" (the padding of watch histories). Received: "" at '
+            f"position {int(np.argmax(array == ''))}"
+        )
+    index = pd.Index(array)
+    if not index.is_unique:
+        raise ValueError(
+            f"`{name}` must be distinct IDs. Received: repeated "
+            f"{index[index.duplicated()].unique()[:5].tolist()}"
+        )
+    return array
 
 
 class Vocabulary:
@@ -103,6 +141,39 @@ class Vocabulary:
         ascending = np.argsort(uniques, kind="stable")
         order = ascending[np.argsort(-counts[ascending], kind="stable")]  # ties: ascending id
         return cls(uniques[order], counts[order])
+
+    @classmethod
+    def from_catalogue(
+        cls, ids: Sequence[str], values: Iterable[Any] = (), name: str = "ids"
+    ) -> "Vocabulary":
+        """The IDs of a catalogue, sorted like `from_values` by their count in `values`.
+
+        Values outside the catalogue are not counted; catalogue IDs never observed get count 0
+        and come last (DESIGN.md section 4: the catalogue is the training videos or an explicit
+        catalogue).
+
+        Args:
+            ids: non-empty sequence of distinct, non-empty str IDs (list, tuple, 1-D array).
+            values: the observed IDs to count (e.g. every training watch). Defaults to ().
+            name: how error messages call `ids`. Defaults to "ids".
+
+        Returns:
+            A `Vocabulary` holding exactly `ids`.
+
+        Raises:
+            TypeError: if `ids` is a single string, not a sequence, or holds non-str values.
+            ValueError: if `ids` is empty, contains "" or repeats an ID.
+
+        Example:
+
+        >>> vocab = Vocabulary.from_catalogue(["c", "a", "z"], ["a", "b", "a", "c"])
+        >>> vocab.ids.tolist(), vocab.counts.tolist()  # b is outside the catalogue
+        (['a', 'c', 'z'], [2, 1, 0])
+        """
+        catalogue = _check_ids(ids, name)
+        counted = cls.from_values(values, extra_ids=catalogue)
+        keep = pd.Index(catalogue).get_indexer(counted.ids) >= 0
+        return cls(counted.ids[keep], counted.counts[keep])
 
     def __len__(self) -> int:
         return len(self.ids)
