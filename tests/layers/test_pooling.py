@@ -26,10 +26,11 @@ def table(rows=5, dim=DIM, seed=0):
 
 
 def reference_pool(rows, pad, row_of, weights, combiner, max_length):
-    """NumPy reference: drop pads, keep the last max_length items, pool their rows."""
+    """NumPy reference: drop pads and unknown IDs (`row_of` gives None), keep the last
+    max_length items, pool their rows."""
     out = np.zeros((len(rows), weights.shape[1]), np.float64)
     for r, row in enumerate(rows):
-        real = [x for x in row if x != pad]
+        real = [x for x in row if x != pad and row_of(x) is not None]
         if max_length is not None:
             real = real[-max_length:]
         if not real:
@@ -47,8 +48,8 @@ def reference_pool(rows, pad, row_of, weights, combiner, max_length):
 
 
 def string_row(x):
-    # One OOV row first, then the vocabulary in order.
-    return VOCAB.index(x) + 1 if x in VOCAB else 0
+    # One OOV row first, then the vocabulary in order; unknown IDs are left out of the bag.
+    return VOCAB.index(x) + 1 if x in VOCAB else None
 
 
 def make_pooler(mode, **kwargs):
@@ -82,6 +83,43 @@ def test_matches_numpy_reference(combiner, kind, max_length, mode):
     assert got.shape == (4, DIM) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(got[1], np.zeros(DIM))  # the all-padding row
+
+
+@pytest.mark.parametrize("combiner", ["mean", "sum", "sqrtn", "max"])
+@pytest.mark.parametrize("num_oov_indices", [1, 3])
+def test_unknown_ids_are_left_out_of_the_bag(combiner, num_oov_indices):
+    # Section 3: unknown IDs map to the zero embedding: they add nothing and do not count.
+    pooler = HistoryEmbeddingPooler(
+        output_dim=DIM, vocabulary=["v0", "v1"], num_oov_indices=num_oov_indices,
+        combiner=combiner,
+    )
+    pooler.build(None)
+    weights = pooler.embedding.get_weights()[0]
+    weights[:num_oov_indices] = 10.0  # large OOV rows: pooling any of them would show
+    pooler.embedding.set_weights([weights])
+    dense = tf.constant([["v1", "unknown"], ["unknown", "other"], ["", ""]])
+    ragged = tf.ragged.constant([["unknown", "v1", "zz"], ["zz"]])
+    table_of_layer = pooler.embedding.embeddings.numpy()
+    # "v1" is vocabulary position 1, after the OOV rows. A bag with one known item pools to
+    # that item's row for every combiner (mean and sqrtn divide by 1, not 2).
+    v1_row = table_of_layer[num_oov_indices + 1]
+    np.testing.assert_array_equal(pooler(dense).numpy(), [v1_row, np.zeros(DIM), np.zeros(DIM)])
+    np.testing.assert_array_equal(pooler(ragged).numpy(), [v1_row, np.zeros(DIM)])
+
+
+def test_unknown_ids_get_no_gradient_and_are_dropped_before_max_length():
+    pooler = HistoryEmbeddingPooler(output_dim=2, vocabulary=["a", "b", "c"], max_length=2)
+    pooler.build(None)
+    weights = np.array([[9.0, 9.0], [1.0, 0.0], [0.0, 2.0], [4.0, 4.0]], np.float32)
+    pooler.embedding.set_weights([weights])
+    with tf.GradientTape() as tape:
+        # The last two KNOWN items are "a", "b" (rows 1, 2): ([1, 0] + [0, 2]) / 2 = [0.5, 1].
+        # Cutting before dropping would keep only "b" (and an unknown): [0, 2].
+        out = pooler(tf.constant([["c", "a", "x", "b", "y"]]))
+        loss = tf.reduce_sum(out)
+    np.testing.assert_allclose(out.numpy(), [[0.5, 1.0]])
+    grad = tf.convert_to_tensor(tape.gradient(loss, pooler.embedding.embeddings)).numpy()
+    np.testing.assert_allclose(grad, [[0.0, 0.0], [0.5, 0.5], [0.5, 0.5], [0.0, 0.0]])
 
 
 def test_hand_worked_mean_and_last_items():

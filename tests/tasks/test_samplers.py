@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfrs_youtube
 from tfrs_youtube.tasks import samplers
 
 NUM_DRAWS = 200_000
@@ -53,9 +54,69 @@ def test_unigram_distortion_frequencies_and_zero_counts_never_drawn():
     weights = np.sqrt(COUNTS)
     _frequency_check(ids.numpy(), weights / weights.sum())
     assert not np.isin(ids.numpy(), [1, 10]).any()
-    # Count-0 classes: log p floored at log(float32 tiny) = log(2**-126), not -inf.
-    log_q = sampler.log_expected_count(tf.constant([1]), 1, tf.constant([0]))
-    np.testing.assert_allclose(log_q.numpy(), [-126 * np.log(2.0)], rtol=1e-6)
+
+
+# COUNTS sums to 50 + 20 + 10 + 7 + 5 + 3 + 2 + 2 + 1 + 1 = 101; classes 1 and 10 have count 0.
+# The distortion-0.5 total, from the hand-listed non-zero counts (not by the sampler).
+SQRT_TOTAL = sum(np.sqrt(c) for c in [50, 20, 10, 7, 5, 3, 2, 2, 1, 1])
+
+
+@pytest.mark.parametrize("distortion, total", [(1.0, 101.0), (0.5, SQRT_TOTAL)])
+def test_unigram_zero_count_label_has_log_q_of_one_observation(distortion, total):
+    sampler = samplers.get_sampler(
+        "unigram", 12, candidate_counts=COUNTS, unigram_distortion=distortion
+    )
+    s = 8
+    got = sampler.log_expected_count(tf.constant([1, 10, 0]), s, tf.constant([1])).numpy()
+    # A count of 0 is treated as one observation: Q = S * 1 / total. Class 0 keeps its count.
+    expected = [np.log(1.0 / total) + np.log(s)] * 2 + [np.log(50.0**distortion / total * s)]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_in_batch_and_mixed_zero_count_label_has_log_q_of_one_observation():
+    labels = tf.constant([1, 0, 10, 3])
+    in_batch = samplers.get_sampler("in_batch", 12, candidate_counts=COUNTS)
+    _, log_q = in_batch.sample(99, labels)
+    # B = 4: Q = 4 * max(c, 1) / 101 for c = 0, 50, 0, 10.
+    np.testing.assert_allclose(
+        log_q.numpy(), np.log(4 * np.array([1.0, 50.0, 1.0, 10.0]) / 101.0), rtol=1e-6
+    )
+    mixed = samplers.get_sampler("mixed", 12, candidate_counts=COUNTS, mixed_base="unigram")
+    got = mixed.log_expected_count(tf.constant([1, 10]), 8, labels).numpy()
+    # Q = S / 101 + B / 101 = 12 / 101 for both zero-count classes.
+    np.testing.assert_allclose(got, np.log([12.0 / 101.0] * 2), rtol=1e-6)
+
+
+class _Candidates(tf.Module):
+    """The candidate protocol over a fixed table (v_j, b_j) for a task-level loss."""
+
+    def __init__(self, table, bias):
+        self.table = tf.constant(table, tf.float32)
+        self.bias = tf.constant(bias, tf.float32)
+
+    def lookup(self, ids):
+        return tf.gather(self.table, ids), tf.gather(self.bias, ids)
+
+    def logits(self, query_embeddings):
+        return tf.matmul(query_embeddings, self.table, transpose_b=True) + self.bias
+
+
+@pytest.mark.parametrize("sampler", ["unigram", "in_batch", "mixed"])
+def test_zero_count_label_still_has_a_sampled_softmax_loss(sampler):
+    rng = np.random.default_rng(4)
+    candidates = _Candidates(rng.normal(scale=0.3, size=(12, 4)), rng.normal(scale=0.1, size=12))
+    queries = tf.constant(rng.normal(scale=0.3, size=(4, 4)), tf.float32)
+    # Row 0's label (1) has count 0; the other labels are frequent (counts 50, 20, 10).
+    labels = tf.constant([1, 0, 2, 3])
+    task = tfrs_youtube.tasks.SampledSoftmaxRetrieval(
+        12, num_sampled=8, sampler=sampler, candidate_counts=COUNTS, seed=1
+    )
+    # loss = sum_i w_i l_i / B, so weights (B, 0, 0, 0) give row 0's loss alone.
+    loss = float(task(queries, labels, candidates, sample_weight=tf.constant([4.0, 0, 0, 0])))
+    # With log Q ~ -87 the true logit dominated and l_0 was ~1e-30: no gradient at all. With
+    # Q = S / 101 the true logit gains log(101 / S) ~ 2.5 over an importance-weighted sum of
+    # ~10 negatives of similar score, so l_0 ~ log(1 + 10 * S / 101) ~ 0.6.
+    assert 0.1 < loss < 5.0, loss
 
 
 def test_log_uniform_tail_log_expected_count_is_exact_at_one_million():
@@ -126,7 +187,9 @@ def test_mixed_correction_is_log_of_mixture_expected_count(base):
         "unigram": COUNTS / COUNTS.sum(),
     }[base]
     _frequency_check(ids[:s], p_s)
-    p_d = COUNTS / COUNTS.sum()
+    # Uniform and log-uniform bases draw classes 1 and 10 (count 0): their data probability
+    # is that of one observation, 1 / 101.
+    p_d = np.maximum(COUNTS, 1.0) / 101.0
     expected = np.log(s * p_s[ids] + labels.size * p_d[ids])
     np.testing.assert_allclose(log_q.numpy(), expected, rtol=1e-6)
 

@@ -47,12 +47,16 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
     variable-length sequence of sparse video IDs which is mapped to a dense vector representation
     via the embeddings", then averaged. The same layer pools bags of search tokens.
 
-    IDs are strings mapped through a `tf.keras.layers.StringLookup` (`vocabulary` given: unknown
-    IDs go to the OOV rows `[0, num_oov_indices)`, vocabulary position `p` to row
-    `p + num_oov_indices`), or integer rows of the table (`input_dim` given, IDs in
-    `[0, input_dim)`). Rows are chronological, oldest first; padding may appear anywhere and is
-    dropped. Rows are gathered from the table variable, so the table receives sparse
-    (`tf.IndexedSlices`) gradients: a 1,000,000-row table costs only the rows a batch touches.
+    IDs are strings mapped through a `tf.keras.layers.StringLookup` (`vocabulary` given:
+    vocabulary position `p` goes to row `p + num_oov_indices`), or integer rows of the table
+    (`input_dim` given, IDs in `[0, input_dim)`). Rows are chronological, oldest first; padding
+    may appear anywhere and is dropped. In string mode, IDs outside the vocabulary are dropped
+    like padding: the paper maps unknown IDs to the zero embedding, so they add nothing to the
+    bag and do not count in the mean or sqrtn denominator (a bag of only unknown IDs pools to
+    zeros). The OOV rows `[0, num_oov_indices)` still exist, because `ids_to_indices` maps
+    unknown IDs there (labels use it), but pooling never reads them. Rows are gathered from the
+    table variable, so the table receives sparse (`tf.IndexedSlices`) gradients: a
+    1,000,000-row table costs only the rows a batch touches.
 
     Sharing: pass `embedding=` a `tf.keras.layers.Embedding` to share a table, or another
     `HistoryEmbeddingPooler` to share its table AND its lookup (e.g. watch history and a
@@ -65,11 +69,12 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
         input_dim: int. Table size in integer mode. Exactly one of `input_dim` and `vocabulary`
             unless `embedding` is given.
         vocabulary: sequence of str. The ID vocabulary in string mode.
-        num_oov_indices: int >= 1. OOV rows in string mode. Defaults to 1.
+        num_oov_indices: int >= 1. OOV rows in string mode (targets of `ids_to_indices` for
+            unknown IDs; never pooled). Defaults to 1.
         combiner: str. One of "mean" (the paper's), "sum", "sqrtn" (sum / sqrt(count)),
             "max" (elementwise). Defaults to "mean".
-        max_length: int >= 1 or None. Keep only the last `max_length` real items of each row.
-            Defaults to None (keep all).
+        max_length: int >= 1 or None. Keep only the last `max_length` known items of each row
+            (padding and unknown IDs are dropped first). Defaults to None (keep all).
         pad_value: str or int. The padding ID, dropped wherever it occurs. Defaults to "" in
             string mode and -1 in integer mode.
         embedding: `tf.keras.layers.Embedding` or `HistoryEmbeddingPooler` to share. Defaults
@@ -83,7 +88,8 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             `(batch_size, n)` padded with `pad_value`; string or integer IDs.
 
     Input shape: `(batch_size, None)`. Output shape: `(batch_size, output_dim)`, float32. An
-    empty bag (all padding, or a row of length 0) pools to zeros for every combiner.
+    empty bag (all padding or unknown IDs, or a row of length 0) pools to zeros for every
+    combiner.
 
     Raises:
         ValueError: on an unknown `combiner`, `max_length` < 1, missing or non-positive
@@ -105,6 +111,8 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
     True
     >>> pooler.ids_to_indices(tf.constant(["v1", "unknown"])).numpy()
     array([1, 0])
+    >>> bool(tf.reduce_all(pooler(tf.constant([["v1", "unknown"]])) == pooler.embedding(1)))
+    True
     """
 
     def __init__(
@@ -230,7 +238,11 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
         self.built = True
 
     def _flatten(self, inputs: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Returns (values [V], row ids [V], number of rows) with padding dropped."""
+        """Returns (table rows [V], row ids [V], number of rows) of the items to pool.
+
+        Padding is dropped, then (string mode) unknown IDs, then all but the last `max_length`
+        items of each row, so `max_length` counts known items only.
+        """
         if isinstance(inputs, tf.RaggedTensor):
             if inputs.shape.rank != 2:
                 raise ValueError(
@@ -259,6 +271,12 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             values = tf.cast(values, tf.int64)
         keep = tf.not_equal(values, self.pad_value)
         values, row_ids = tf.boolean_mask(values, keep), tf.boolean_mask(row_ids, keep)
+        values = self.ids_to_indices(values)
+        if self.lookup is not None:
+            # Unknown IDs land in the OOV rows, which no example trains: drop them, as the paper
+            # maps unknown IDs to zero. The shared lookup's OOV rows come first.
+            keep = values >= self.num_oov_indices
+            values, row_ids = tf.boolean_mask(values, keep), tf.boolean_mask(row_ids, keep)
         if self.max_length is not None:
             # Row ids are sorted, so an item's position is its index minus its row's start.
             counts = tf.math.unsorted_segment_sum(tf.ones_like(row_ids), row_ids, num_rows)
@@ -268,9 +286,12 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             values, row_ids = tf.boolean_mask(values, keep), tf.boolean_mask(row_ids, keep)
         return values, row_ids, num_rows
 
-    def call(self, inputs: Any) -> tf.Tensor:
-        values, row_ids, num_rows = self._flatten(inputs)
-        indices = self.ids_to_indices(values)
+    def embed_bag(self, inputs: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The bag's embedded items: (rows [V, output_dim], row ids [V], number of rows).
+
+        The items `_flatten` keeps, oldest first within each row, gathered from the table.
+        """
+        indices, row_ids, num_rows = self._flatten(inputs)
         if self.lookup is None:
             tf.debugging.assert_non_negative(
                 indices, message="HistoryEmbeddingPooler: integer IDs must be >= 0"
@@ -281,7 +302,10 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             )
         # A gather on the variable gives the table a sparse (IndexedSlices) gradient.
         rows = tf.nn.embedding_lookup(self.embedding.embeddings, indices)
-        rows = tf.cast(rows, self.compute_dtype)
+        return tf.cast(rows, self.compute_dtype), row_ids, num_rows
+
+    def pool(self, rows: tf.Tensor, row_ids: tf.Tensor, num_rows: tf.Tensor) -> tf.Tensor:
+        """Pools embedded items per row with `combiner`; an empty row pools to zeros."""
         counts = tf.math.unsorted_segment_sum(tf.ones_like(row_ids), row_ids, num_rows)
         counts = tf.cast(counts, rows.dtype)[:, tf.newaxis]
         if self.combiner == "max":
@@ -293,6 +317,9 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
         elif self.combiner == "sqrtn":
             pooled = pooled / tf.sqrt(tf.maximum(counts, 1.0))
         return pooled
+
+    def call(self, inputs: Any) -> tf.Tensor:
+        return self.pool(*self.embed_bag(inputs))
 
     def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
         return tf.TensorShape([tf.TensorShape(input_shape)[0], self.output_dim])

@@ -8,6 +8,8 @@ importance-weighting correction, as in `tf.nn.sampled_softmax_loss`).
 All built-in samplers draw WITH replacement, so `Q_j = num_sampled * p_j` exactly. `log Q` is
 computed in log space in float64, with no `1e-6` floor: at rank one million the log-uniform
 probability is about `7e-8`, and clipping it would flatten the correction for the whole tail.
+The one floor is for classes of count 0 in `candidate_counts`: their `log Q` is that of a
+single observation (see `_log_probabilities`), so such a label still gets a loss and a gradient.
 Drawing costs `O(M)` or `O(M log N)`, never `O(N)`.
 """
 
@@ -62,10 +64,17 @@ def _check_counts(candidate_counts, num_candidates: int) -> np.ndarray:
     return counts
 
 
-def _log_probabilities(weights: np.ndarray) -> np.ndarray:
-    """Normalized log-probabilities in float64, floored at float32 tiny for zero weights."""
-    p = weights / weights.sum()
-    return np.log(np.maximum(p, np.finfo(np.float32).tiny))
+def _log_probabilities(counts: np.ndarray, distortion: float = 1.0) -> np.ndarray:
+    """`log p_j` of `counts ** distortion` in float64, a count of 0 counting as one observation.
+
+    `log p_j = log(c'_j ** distortion / sum_k c_k ** distortion)` with `c'_j = 1` where
+    `c_j = 0` and `c'_j = c_j` elsewhere (for integer counts, `c'_j = max(c_j, 1)`). The
+    denominator is unchanged, so every class of non-zero count keeps its exact probability.
+    Without the floor a label of count 0 would get `log Q` of about -87 (float32 tiny): its
+    corrected true logit would dwarf every negative and its loss and gradient would vanish.
+    """
+    floored = np.where(counts > 0, counts, 1.0)
+    return distortion * np.log(floored) - np.log(np.sum(counts**distortion))
 
 
 def _unknown_log_q(ids: tf.Tensor) -> tf.Tensor:
@@ -181,8 +190,10 @@ class UnigramSampler(CandidateSampler):
 
     The CDF is built once in float64 and sampled with `tf.searchsorted` on float64 uniforms
     (`O(M log N)`), so a class of probability `1e-8` in a catalogue of a million is still drawn
-    at its rate and its `log p` is exact. Classes of count 0 are never drawn; their `log p` is
-    floored at log(float32 tiny).
+    at its rate and its `log p` is exact. Classes of count 0 are never drawn; as labels they
+    get the probability of one observation, `log p_j = log(1 / sum_k c_k ** distortion)`, so
+    their `log Q` is finite and they still learn (a floor at float32 tiny would give
+    `log Q ~ -87` and a loss of ~0).
 
     Args:
         num_candidates: int. Size `N` of the catalogue.
@@ -205,7 +216,9 @@ class UnigramSampler(CandidateSampler):
         # Dividing by the last entry makes the final CDF value exactly 1.0, so a uniform in
         # [0, 1) never lands past the last class of non-zero weight.
         self._cdf = tf.constant(cumulative / cumulative[-1], tf.float64)
-        self._log_p = tf.constant(_log_probabilities(weights), tf.float64)
+        self._log_p = tf.constant(
+            _log_probabilities(self.candidate_counts, self.unigram_distortion), tf.float64
+        )
 
     def sample(self, num_sampled, labels, seed=None):
         u = tf.random.uniform([num_sampled], dtype=tf.float64, seed=seed)
@@ -229,9 +242,11 @@ class UnigramSampler(CandidateSampler):
 class InBatchSampler(CandidateSampler):
     """The batch's labels are the negatives (`M = B`; `num_sampled` is ignored).
 
-    `Q_j = B * p_data(j)` with `p_data = candidate_counts / sum(candidate_counts)`. Without
-    `candidate_counts` the expected counts are unknown: `sample` then returns NaN for `log_q`
-    (use it only with `logq_correction=False`) and `log_expected_count` raises ValueError.
+    `Q_j = B * p_data(j)` with `p_data(j) = c_j / sum_k c_k` for `c = candidate_counts`. A
+    label of count 0 (seen in training but not in the counts) is given one observation,
+    `p_data(j) = 1 / sum_k c_k`, so its `log Q` stays finite. Without `candidate_counts` the
+    expected counts are unknown: `sample` then returns NaN for `log_q` (use it only with
+    `logq_correction=False`) and `log_expected_count` raises ValueError.
     """
 
     def __init__(self, num_candidates, candidate_counts=None):
@@ -270,7 +285,9 @@ class MixedSampler(CandidateSampler):
     """`num_sampled` negatives from a base sampler plus the batch's labels (`M = S + B`).
 
     Every candidate's expected count is that of the mixture, `Q_j = S p_s(j) + B p_data(j)`,
-    computed as a `logaddexp` in float64 (Yi et al. 2019, "mixed negative sampling").
+    computed as a `logaddexp` in float64 (Yi et al. 2019, "mixed negative sampling"). A class of
+    count 0 gets one observation in both terms that use counts (`p_data(j) = 1 / sum_k c_k`,
+    and the same floor in a unigram base), as in `UnigramSampler` and `InBatchSampler`.
 
     Args:
         num_candidates: int. Size `N` of the catalogue.
