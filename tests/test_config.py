@@ -52,8 +52,55 @@ def test_feature_sets_follow_figure_6():
             dict(tie_embeddings=True, embedding_dim=8, output_dim=16),
             r"`tie_embeddings=True` needs `embedding_dim == output_dim`",
         ),
+        (dict(history_pooling="attention"), r"Unknown history_pooling 'attention'"),
+        (dict(recency_window=0), r"`recency_window` must be an int >= 1.*recency_window=0"),
+        (dict(dropout=1.0), r"`dropout` must be in \[0, 1\). Received: dropout=1.0"),
+        (dict(input_dropout=-0.1), r"`input_dropout` must be in \[0, 1\)"),
+        (dict(temperature=0.0), r"`temperature` must be a number > 0. Received: temperature=0.0"),
+        (dict(temperature="hot"), r"`temperature` must be a number > 0"),
+        (dict(embedding_l2=-1e-4), r"`embedding_l2` must be a number >= 0"),
     ],
 )
 def test_invalid_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         _config(**kwargs)
+
+
+def test_paper_architecture_overrides_every_default_that_departs_from_the_paper():
+    from tfrs_youtube.config import PAPER_ARCHITECTURE
+
+    paper = _config(**PAPER_ARCHITECTURE)
+    assert paper.history_pooling == "mean" and not paper.l2_normalize
+    assert paper.dropout == paper.input_dropout == 0.0
+    default = _config()
+    assert {k for k in PAPER_ARCHITECTURE if getattr(default, k) != getattr(paper, k)} == {
+        "history_pooling", "l2_normalize", "temperature", "dropout", "input_dropout"
+    }
+
+
+def test_user_id_embedding_needs_a_vocabulary():
+    with pytest.raises(ValueError, match="user_id_embedding_dim` must be an int >= 0"):
+        _config(user_id_embedding_dim=-1)
+    with pytest.raises(ValueError, match="needs `user_vocabulary`"):
+        _config(user_id_embedding_dim=8)
+    config = _config(user_id_embedding_dim=8, user_vocabulary=["u1", "u2"])
+    assert config.summary()["user_vocabulary"] == "<2 entries>"
+
+
+def test_from_training_data_counts_the_training_labels():
+    import pandas as pd
+
+    from tfrs_youtube.data import WatchLog, build_examples
+
+    # Two examples per user: "a" is watched 6 times in training but labels at most 4 examples,
+    # and every pair of examples has an "a" or "b" ("c") label with the other in its history.
+    log = WatchLog(pd.DataFrame({
+        "user_id": ["u1"] * 6 + ["u2"] * 6,
+        "video_id": ["a", "b", "a", "b", "a", "z", "a", "c", "a", "c", "a", "z"],
+        "timestamp": [1, 2, 3, 4, 5, 6] * 2,
+    }))
+    data = build_examples(log, examples_per_user=2, seed=0)
+    config = YouTubeCandidateConfig.from_training_data(data)
+    labels = list(data.train.features["label"])
+    assert config.video_counts == [labels.count(v) for v in config.video_vocabulary]
+    assert sum(config.video_counts) == 4 < sum(data.video_vocab.counts)

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfrs_youtube.layers import CategoricalEmbedding, UserTower
+from tfrs_youtube.layers import (
+    CategoricalEmbedding,
+    HistoryEmbeddingPooler,
+    RecencyPooler,
+    UserTower,
+)
 from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
 
 VOCAB = [f"v{i}" for i in range(20)]
@@ -183,11 +188,17 @@ def test_saved_model_round_trip(tmp_path):
 
 
 def test_tied_embeddings_share_the_input_table():
-    model = YouTubeCandidateModel(_config(tie_embeddings=True))
+    model = YouTubeCandidateModel(_config(tie_embeddings=True, l2_normalize=False))
     model(model.placeholder_features())
     table = model.history_pooler.embedding.embeddings
     # Row j of v is row j + 1 of the input table (row 0 is the OOV bucket).
     np.testing.assert_allclose(model.candidates.weights_table.numpy(), table.numpy()[1:])
+    # Normalized, v_j is that row over its norm and the temperature.
+    model = YouTubeCandidateModel(_config(tie_embeddings=True, temperature=0.5))
+    model(model.placeholder_features())
+    rows = model.history_pooler.embedding.embeddings.numpy()[1:]
+    np.testing.assert_allclose(model.candidates.weights_table.numpy(),
+                               rows / np.linalg.norm(rows, axis=1, keepdims=True) / 0.5, rtol=1e-5)
 
 
 class WithDevice(YouTubeCandidateModel):
@@ -246,3 +257,47 @@ def test_input_tables_start_at_truncated_normal_one_over_sqrt_dim():
     # A normal truncated at 2 sigma has standard deviation 0.8796 sigma.
     watch = tables["watch_history"][0]
     np.testing.assert_allclose(watch.std(), 0.8796 / 8, rtol=0.03)
+
+
+def test_default_model_pools_recency_and_scores_cosines_over_the_temperature():
+    model = YouTubeCandidateModel(_config(temperature=0.2))
+    batch = _batch()
+    assert isinstance(model.history_pooler, RecencyPooler)
+    u = model.user_embedding(batch).numpy()
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-5)
+    model.scores(batch)  # builds the candidates
+    raw = model.candidates.embeddings.numpy()
+    biases = np.random.default_rng(0).normal(size=raw.shape[0]).astype(np.float32)
+    model.candidates.bias.assign(biases)
+    cosine = u @ (raw / np.linalg.norm(raw, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(model.scores(batch).numpy(), cosine / 0.2 + biases, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_paper_architecture_is_the_plain_mean_and_dot_product():
+    from tfrs_youtube.config import PAPER_ARCHITECTURE
+
+    model = YouTubeCandidateModel(_config(**PAPER_ARCHITECTURE))
+    assert type(model.history_pooler) is HistoryEmbeddingPooler
+    assert not model.user_tower.l2_normalize and not model.candidates.normalize
+    assert model.user_tower.dropout == model.user_tower.input_dropout == 0.0
+
+
+def test_embedding_l2_regularizes_every_input_table():
+    model = YouTubeCandidateModel(_config(embedding_l2=1e-3))
+    model.compute_loss(_batch())
+    # watch history, search tokens and geo tables each add one penalty.
+    assert len(model.losses) == 3 and all(float(loss) > 0 for loss in model.losses)
+    assert not YouTubeCandidateModel(_config()).losses
+
+
+def test_user_id_embedding_is_a_tower_input():
+    model = YouTubeCandidateModel(
+        _config(user_id_embedding_dim=4, user_vocabulary=["u1", "u2"], dropout=0.0,
+                input_dropout=0.0)
+    )
+    batch = _batch()
+    assert "user_id" in model.feature_layers
+    one = model.user_embedding({**batch, "user_id": tf.constant(["u1"] * 6)}).numpy()
+    two = model.user_embedding({**batch, "user_id": tf.constant(["u2"] * 6)}).numpy()
+    assert not np.allclose(one, two)

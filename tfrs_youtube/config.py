@@ -7,7 +7,7 @@ import json
 import pathlib
 from typing import Any
 
-__all__ = ["YouTubeCandidateConfig", "FEATURE_SETS"]
+__all__ = ["YouTubeCandidateConfig", "FEATURE_SETS", "HISTORY_POOLINGS", "PAPER_ARCHITECTURE"]
 
 # Named feature sets, in the order of the paper's Figure 6.
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -18,6 +18,18 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 }
 _FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
 _SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
+HISTORY_POOLINGS = ("mean", "recency")
+
+# The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no
+# dropout. The defaults differ where validation on MovieLens chose otherwise (README, "Quality");
+# the reproduction of the paper's figures uses these settings.
+PAPER_ARCHITECTURE: dict[str, Any] = {
+    "history_pooling": "mean",
+    "l2_normalize": False,
+    "temperature": 1.0,
+    "dropout": 0.0,
+    "input_dropout": 0.0,
+}
 
 
 @dataclasses.dataclass
@@ -31,8 +43,9 @@ class YouTubeCandidateConfig:
     Args:
         video_vocabulary: list of str. Video IDs sorted by descending training frequency; the
             model then takes string IDs. `None` means integer IDs in `[0, num_videos)`.
-        video_counts: list of int. Training watch counts aligned with the vocabulary (the
-            unigram and in-batch samplers and their logQ correction use them).
+        video_counts: list of int. Training label counts aligned with the vocabulary (the
+            unigram and in-batch samplers and their logQ correction use them);
+            `from_training_data` takes `TrainingData.label_counts`.
         num_videos: int. Catalogue size; derived from `video_vocabulary` when that is given.
         embedding_dim: int. Size of the input (watch history) video embeddings.
         output_dim: int. Size of the user vector u and of the output embeddings v_j.
@@ -40,6 +53,10 @@ class YouTubeCandidateConfig:
         hidden_units: list of int. Free tower widths; overrides `depth`.
         max_history: int. Most recent watches (and searches) kept; the paper uses 50.
         combiner: str. How bags are pooled: "mean" (paper), "sum", "sqrtn" or "max".
+        history_pooling: str. "mean" (the paper's average of the watch history) or "recency"
+            (`RecencyPooler`: that average next to a learned position-weighted average of the
+            last `recency_window` watches).
+        recency_window: int. Most recent watches weighted by position with "recency".
         features: list of str. Feature groups fed to the tower, any of "watches", "search",
             "example_age", "demographics".
         search_vocabulary: list of str. Search tokens (unigrams and bigrams).
@@ -56,6 +73,17 @@ class YouTubeCandidateConfig:
             (needs `embedding_dim == output_dim`).
         metrics_k: list of int. Recall@K reported by `evaluate` over the whole catalogue.
         dropout: float. Dropout between tower layers.
+        input_dropout: float. Dropout on the concatenated tower inputs (pooled embeddings and
+            features).
+        l2_normalize: bool. Score `u/|u| . v_j/|v_j| / temperature + b_j` (Yi et al. 2019,
+            "Sampling-bias-corrected neural modeling"); the export folds it into the index.
+        temperature: float > 0. Divides the cosine scores when `l2_normalize`.
+        embedding_l2: float >= 0. L2 regularization factor of the input embedding tables.
+        user_id_embedding_dim: int >= 0. Size of a user-ID embedding fed to the tower; 0 for
+            none (the paper has none: its users are described by their history and
+            demographics, so new users are served alike).
+        user_vocabulary: list of str. User IDs of that embedding (set by
+            `from_training_data` when `user_id_embedding_dim` > 0).
         example_age_buckets: int. One-hot buckets of the example age fed beside [x, x^2]
             (`ExampleAge(num_buckets=...)`); 0 for none.
         seed: int. Seed of the negative sampler.
@@ -70,6 +98,8 @@ class YouTubeCandidateConfig:
     hidden_units: list[int] | None = None
     max_history: int = 50
     combiner: str = "mean"
+    history_pooling: str = "recency"
+    recency_window: int = 10
     features: list[str] = dataclasses.field(default_factory=lambda: list(FEATURE_SETS["all"]))
     search_vocabulary: list[str] | None = None
     search_embedding_dim: int = 32
@@ -83,7 +113,13 @@ class YouTubeCandidateConfig:
     remove_accidental_hits: bool = True
     tie_embeddings: bool = False
     metrics_k: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
-    dropout: float = 0.0
+    dropout: float = 0.3
+    input_dropout: float = 0.3
+    l2_normalize: bool = True
+    temperature: float = 0.1
+    embedding_l2: float = 0.0
+    user_id_embedding_dim: int = 0
+    user_vocabulary: list[str] | None = None
     example_age_buckets: int = 0
     seed: int | None = None
 
@@ -125,6 +161,40 @@ class YouTubeCandidateConfig:
                 f"Unknown sampler {self.sampler!r}; expected one of {list(_SAMPLERS)}. "
                 f"Received: sampler={self.sampler!r}"
             )
+        if self.history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(
+                f"Unknown history_pooling {self.history_pooling!r}; expected one of "
+                f"{list(HISTORY_POOLINGS)}. Received: history_pooling={self.history_pooling!r}"
+            )
+        window = self.recency_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(
+                f"`recency_window` must be an int >= 1. Received: recency_window={window!r}"
+            )
+        for name, low, high, rule in (
+            ("dropout", 0.0, 1.0, "in [0, 1)"),
+            ("input_dropout", 0.0, 1.0, "in [0, 1)"),
+            ("temperature", None, None, "a number > 0"),
+            ("embedding_l2", 0.0, None, "a number >= 0"),
+        ):
+            value = getattr(self, name)
+            number = not isinstance(value, bool) and isinstance(value, (int, float))
+            if not number or (low is None and not value > 0) or (
+                low is not None and not low <= value
+            ) or (high is not None and not value < high):
+                raise ValueError(f"`{name}` must be {rule}. Received: {name}={value!r}")
+        dim = self.user_id_embedding_dim
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
+            raise ValueError(
+                f"`user_id_embedding_dim` must be an int >= 0. Received: user_id_embedding_dim="
+                f"{dim!r}"
+            )
+        if dim and not self.user_vocabulary:
+            raise ValueError(
+                "`user_id_embedding_dim` > 0 needs `user_vocabulary` (the known user IDs); "
+                "`from_training_data` sets it. Received: user_vocabulary="
+                f"{self.user_vocabulary!r}"
+            )
         buckets = self.example_age_buckets
         if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
             raise ValueError(
@@ -164,7 +234,8 @@ class YouTubeCandidateConfig:
             )
         kwargs: dict[str, Any] = dict(
             video_vocabulary=[str(v) for v in data.video_vocab.ids],
-            video_counts=[int(c) for c in data.video_vocab.counts],
+            # The samplers draw (in-batch: are) training labels, so Q comes from their counts.
+            video_counts=[int(c) for c in data.label_counts],
             search_vocabulary=(
                 [str(t) for t in data.search_vocab.ids] if data.search_vocab is not None else None
             ),
@@ -178,6 +249,8 @@ class YouTubeCandidateConfig:
             },
         )
         kwargs.update(overrides)
+        if kwargs.get("user_id_embedding_dim") and kwargs.get("user_vocabulary") is None:
+            kwargs["user_vocabulary"] = sorted({str(u) for u in data.train.features["user_id"]})
         num_videos = len(kwargs["video_vocabulary"])
         num_sampled = kwargs.get("num_sampled", cls.num_sampled)
         if "num_sampled" not in overrides and num_sampled is not None:
@@ -202,7 +275,7 @@ class YouTubeCandidateConfig:
         """The config without its vocabularies, for logs and metrics files."""
         out: dict[str, Any] = {}
         for key, value in self.to_dict().items():
-            if key in ("video_vocabulary", "video_counts", "search_vocabulary"):
+            if key in ("video_vocabulary", "video_counts", "search_vocabulary", "user_vocabulary"):
                 out[key] = None if value is None else f"<{len(value)} entries>"
             elif key in ("categorical_features", "numeric_features"):
                 out[key] = sorted(value)

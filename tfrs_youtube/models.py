@@ -9,12 +9,14 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube.config import FEATURE_SETS, YouTubeCandidateConfig
 from tfrs_youtube.data.examples import EXAMPLE_AGE, LABEL, SEARCH_TOKENS, WATCH_HISTORY
+from tfrs_youtube.data.schema import USER_ID
 from tfrs_youtube.layers import (
     CandidateEmbeddings,
     CategoricalEmbedding,
     ExampleAge,
     HistoryEmbeddingPooler,
     NormalizedNumeric,
+    RecencyPooler,
     UserTower,
 )
 from tfrs_youtube.tasks import SampledSoftmaxRetrieval
@@ -103,15 +105,24 @@ class YouTubeCandidateModel(tfrs.Model):
     # Hooks a subclass may override.
 
     def build_history_pooler(self) -> HistoryEmbeddingPooler:
-        """The watch-history pooler; its vocabulary also maps the labels."""
+        """The watch-history pooler; its vocabulary also maps the labels.
+
+        `history_pooling="mean"` is the paper's average (`HistoryEmbeddingPooler`), "recency"
+        adds a position-weighted average of the last `recency_window` watches (`RecencyPooler`).
+        """
         c = self.config
-        return HistoryEmbeddingPooler(
+        recency = {}
+        if c.history_pooling == "recency":
+            recency = {"recency_window": c.recency_window}
+        return (RecencyPooler if recency else HistoryEmbeddingPooler)(
+            **recency,
             output_dim=c.embedding_dim,
             vocabulary=c.video_vocabulary,  # string IDs, or else integer IDs < num_videos
             input_dim=c.num_videos if c.video_vocabulary is None else None,
             combiner=c.combiner,
             max_length=c.max_history,
             embeddings_initializer=input_embedding_initializer(c.embedding_dim),
+            embeddings_regularizer=self._embedding_regularizer(),
             name="watch_history_pooler",
         )
 
@@ -125,6 +136,7 @@ class YouTubeCandidateModel(tfrs.Model):
                 vocabulary=c.search_vocabulary,
                 combiner=c.combiner,
                 embeddings_initializer=input_embedding_initializer(c.search_embedding_dim),
+                embeddings_regularizer=self._embedding_regularizer(),
                 name="search_tokens_pooler",
             )
         if c.uses_example_age:
@@ -139,32 +151,52 @@ class YouTubeCandidateModel(tfrs.Model):
                     embeddings_initializer=input_embedding_initializer(
                         c.categorical_embedding_dim
                     ),
+                    embeddings_regularizer=self._embedding_regularizer(),
                     name=f"{name}_embedding",
                 )
             for name, quantiles in sorted(c.numeric_features.items()):
                 layers[name] = NormalizedNumeric(quantiles, name=f"{name}_normalized")
+        if c.user_id_embedding_dim:
+            layers[USER_ID] = CategoricalEmbedding(
+                output_dim=c.user_id_embedding_dim,
+                vocabulary=c.user_vocabulary,
+                embeddings_initializer=input_embedding_initializer(c.user_id_embedding_dim),
+                embeddings_regularizer=self._embedding_regularizer(),
+                name="user_id_embedding",
+            )
         return layers
+
+    def _embedding_regularizer(self) -> tf.keras.regularizers.Regularizer | None:
+        l2 = self.config.embedding_l2
+        return tf.keras.regularizers.L2(l2) if l2 else None
 
     def build_user_tower(self) -> UserTower:
         c = self.config
-        if c.hidden_units:
-            return UserTower(hidden_units=c.hidden_units, dropout=c.dropout, name="user_tower")
-        return UserTower(
-            depth=c.depth, output_dim=c.output_dim, dropout=c.dropout, name="user_tower"
+        options = dict(
+            dropout=c.dropout,
+            input_dropout=c.input_dropout,
+            l2_normalize=c.l2_normalize,
+            name="user_tower",
         )
+        if c.hidden_units:
+            return UserTower(hidden_units=c.hidden_units, **options)
+        return UserTower(depth=c.depth, output_dim=c.output_dim, **options)
 
     def build_candidates(self) -> CandidateEmbeddings:
         c = self.config
         dim = c.hidden_units[-1] if c.hidden_units else c.output_dim
+        options = dict(
+            normalize=c.l2_normalize, temperature=c.temperature, name="candidate_embeddings"
+        )
         if c.tie_embeddings:
             return CandidateEmbeddings(
                 c.num_videos,
                 dim,
                 tied_embedding=self.history_pooler.embedding,
                 tied_offset=self.history_pooler.num_oov_indices if c.video_vocabulary else 0,
-                name="candidate_embeddings",
+                **options,
             )
-        return CandidateEmbeddings(c.num_videos, dim, name="candidate_embeddings")
+        return CandidateEmbeddings(c.num_videos, dim, **options)
 
     def build_task(self) -> SampledSoftmaxRetrieval:
         c = self.config

@@ -213,3 +213,25 @@ def test_saved_model_round_trip(tmp_path):
     weights, biases = loaded.lookup(tf.constant([4, 1], tf.int64))
     np.testing.assert_array_equal(weights.numpy(), TABLE[[4, 1]])
     np.testing.assert_array_equal(biases.numpy(), BIAS[[4, 1]])
+
+
+def test_normalize_scales_rows_to_one_over_temperature():
+    candidates = own_candidates(normalize=True, temperature=0.25)
+    unit = TABLE / np.linalg.norm(TABLE, axis=1, keepdims=True)
+    expected = QUERIES.astype(np.float64) @ (unit / 0.25).T + BIAS
+    np.testing.assert_allclose(candidates.logits(QUERIES).numpy(), expected, rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(candidates.weights_table.numpy(), axis=1), 4.0,
+                               rtol=1e-6)
+    weights, _ = candidates.lookup(tf.constant([2, 5]))
+    np.testing.assert_allclose(weights.numpy(), unit[[2, 5]] / 0.25, rtol=1e-6)
+    config = candidates.get_config()
+    assert config["normalize"] and config["temperature"] == 0.25
+    clone = CandidateEmbeddings.from_config(config)
+    assert clone.normalize and clone.temperature == 0.25
+
+
+@pytest.mark.parametrize("temperature", [0, -1.0, "0.1", True])
+def test_invalid_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature"):
+        CandidateEmbeddings(N, D, normalize=True, temperature=temperature)

@@ -98,6 +98,26 @@ def test_dropout_only_in_training_and_not_on_the_output():
     )
 
 
+def test_input_dropout_only_in_training():
+    tower = UserTower(hidden_units=[4], input_dropout=0.5)
+    inputs, concat = features_dict()
+    inference = tower(inputs, training=False).numpy()
+    np.testing.assert_allclose(inference, reference(concat, tower), rtol=1e-5, atol=1e-6)
+    # A single layer: only the inputs can be dropped, so any change in training comes from them.
+    assert not np.allclose(tower(inputs, training=True).numpy(), inference)
+    assert UserTower.from_config(tower.get_config()).input_dropout == 0.5
+
+
+def test_l2_normalize_gives_unit_rows_of_the_relu_output():
+    tower = UserTower(hidden_units=[16, 4], l2_normalize=True)
+    inputs, concat = features_dict()
+    got = tower(inputs).numpy()
+    plain = reference(concat, tower)
+    np.testing.assert_allclose(got, plain / np.linalg.norm(plain, axis=1, keepdims=True),
+                               rtol=1e-5, atol=1e-6)
+    assert UserTower.from_config(tower.get_config()).l2_normalize
+
+
 def test_regularizer_and_idempotent_build():
     tower = UserTower(hidden_units=[4, 3], kernel_regularizer="l2", use_bias=False)
     tower.build({"a": tf.TensorShape([None, 5]), "b": tf.TensorShape([None])})
@@ -129,6 +149,7 @@ def test_layers_do_not_share_initial_values():
         (dict(hidden_units=[8, 4], output_dim=8), "output_dim=8"),
         (dict(depth=1, dropout=1.0), "dropout=1.0"),
         (dict(depth=1, dropout=-0.1), "dropout=-0.1"),
+        (dict(depth=1, input_dropout=1.5), "input_dropout=1.5"),
     ],
 )
 def test_invalid_arguments(kwargs, match):

@@ -41,6 +41,13 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         embeddings_initializer: Initializer of the own table (like a Dense softmax kernel).
             Defaults to "glorot_uniform".
         bias_initializer: Initializer of the biases. Defaults to "zeros".
+        normalize: bool. Use `v_j / (|v_j| * temperature)` as the output embeddings, so that
+            with an l2-normalized `u` the logit is the cosine over a temperature plus the bias
+            (Yi et al. 2019, "Sampling-bias-corrected neural modeling for large corpus item
+            recommendations"). `lookup`, `logits` and `weights_table` all return the scaled
+            rows, so an index built from `[weights_table, biases]` keeps the exact score order.
+            Defaults to False (the paper's plain dot product).
+        temperature: float > 0. The temperature of `normalize`. Defaults to 1.0.
         tied_embedding: `tf.keras.layers.Embedding` or `HistoryEmbeddingPooler` to tie to.
             Defaults to None (a separate output table, as in the paper).
         tied_offset: int >= 0. Row of the tied table holding candidate 0. Defaults to the
@@ -57,8 +64,8 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
     Raises:
         ValueError: if `num_candidates` or `embedding_dim` is not a positive int, `tied_offset`
             is negative, the tied table's dimension differs from `embedding_dim`, the tied table
-            has fewer than `tied_offset + num_candidates` rows, or `logits` gets queries of
-            another dimension.
+            has fewer than `tied_offset + num_candidates` rows, `temperature` is not a number
+            > 0, or `logits` gets queries of another dimension.
         TypeError: if `tied_embedding` is not an `Embedding` or a `HistoryEmbeddingPooler`.
 
     Example:
@@ -80,9 +87,17 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         bias_initializer: Any = "zeros",
         tied_embedding: tf.keras.layers.Embedding | HistoryEmbeddingPooler | None = None,
         tied_offset: int | None = None,
+        normalize: bool = False,
+        temperature: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
+            temperature > 0
+        ):
+            raise ValueError(
+                f"`temperature` must be a number > 0. Received: temperature={temperature!r}"
+            )
         _check_int("num_candidates", num_candidates, 1)
         _check_int("embedding_dim", embedding_dim, 1)
         _check_int("tied_offset", tied_offset, 0, allow_none=True)
@@ -120,6 +135,8 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         self.bias_initializer = tf.keras.initializers.get(bias_initializer)
         self.tied_embedding = tied_embedding
         self.tied_offset = tied_offset
+        self.normalize = bool(normalize)
+        self.temperature = float(temperature)
         self.embeddings = None
         self.bias = None
 
@@ -155,15 +172,21 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         self._ensure_built()
         return self.embeddings if self.tied_embedding is None else self.tied_embedding.embeddings
 
+    def _scaled(self, rows: tf.Tensor) -> tf.Tensor:
+        """Rows of the table as output embeddings: l2-normalized over the temperature."""
+        if not self.normalize:
+            return rows
+        return tf.math.l2_normalize(rows, axis=-1) / self.temperature
+
     @property
     def weights_table(self) -> tf.Tensor:
-        """The `[num_candidates, embedding_dim]` table of `v_j` used by `logits`."""
+        """The `[num_candidates, embedding_dim]` output embeddings `v_j` used by `logits`."""
         table = self._table
-        if self.tied_embedding is None or (
+        if self.tied_embedding is not None and not (
             self.tied_offset == 0 and self.num_candidates == self.tied_embedding.input_dim
         ):
-            return table
-        return table[self.tied_offset : self.tied_offset + self.num_candidates]
+            table = table[self.tied_offset : self.tied_offset + self.num_candidates]
+        return self._scaled(table)
 
     @property
     def biases(self) -> tf.Tensor:
@@ -182,7 +205,8 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         if not ids.dtype.is_integer:
             raise TypeError(f"`ids` must be integers. Received: ids of dtype {ids.dtype.name}")
         rows = ids if self.tied_offset == 0 else tf.cast(ids, tf.int64) + self.tied_offset
-        weights = tf.cast(tf.nn.embedding_lookup(self._table, rows), self.compute_dtype)
+        weights = self._scaled(tf.nn.embedding_lookup(self._table, rows))
+        weights = tf.cast(weights, self.compute_dtype)
         if self.bias is None:
             biases = tf.zeros(tf.shape(ids), self.compute_dtype)
         else:
@@ -226,6 +250,8 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
             "bias_initializer": tf.keras.initializers.serialize(self.bias_initializer),
             "tied_embedding": None if tied is None else tf.keras.layers.serialize(tied),
             "tied_offset": self.tied_offset,
+            "normalize": self.normalize,
+            "temperature": self.temperature,
         }
 
     @classmethod

@@ -62,6 +62,10 @@ class UserTower(tf.keras.layers.Layer):
         kernel_regularizer: Kernel regularizer. Defaults to None.
         dropout: float in [0, 1). Dropout applied to the output of every layer but the last,
             in training only. Defaults to 0.0.
+        input_dropout: float in [0, 1). Dropout applied to the concatenated inputs, in
+            training only. Defaults to 0.0.
+        l2_normalize: bool. Divide the output by its l2 norm, so that `u . v_j` is a cosine
+            (with `CandidateEmbeddings(normalize=True)`). Defaults to False.
         **kwargs: Base `tf.keras.layers.Layer` arguments.
 
     Call arguments:
@@ -74,8 +78,8 @@ class UserTower(tf.keras.layers.Layer):
     Raises:
         ValueError: if both or neither of `hidden_units` and `depth` are given, `depth` is not in
             [0, 4], `hidden_units` is empty or has a non-positive width, `output_dim` is not a
-            positive int or disagrees with `hidden_units`, `dropout` is not in [0, 1), or an
-            input has rank other than 1 or 2.
+            positive int or disagrees with `hidden_units`, `dropout` or `input_dropout` is not
+            in [0, 1), or an input has rank other than 1 or 2.
 
     Example:
 
@@ -97,6 +101,8 @@ class UserTower(tf.keras.layers.Layer):
         kernel_initializer: Any = None,
         kernel_regularizer: Any = None,
         dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        l2_normalize: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -105,10 +111,11 @@ class UserTower(tf.keras.layers.Layer):
                 "Pass exactly one of `hidden_units` and `depth`. "
                 f"Received: hidden_units={hidden_units!r}, depth={depth!r}"
             )
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (
-            0.0 <= dropout < 1.0
-        ):
-            raise ValueError(f"`dropout` must be in [0, 1). Received: dropout={dropout!r}")
+        for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
+                0.0 <= rate < 1.0
+            ):
+                raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={rate!r}")
         if depth is not None:
             units = self.preset_units(depth, 256 if output_dim is None else output_dim)
         else:
@@ -136,6 +143,8 @@ class UserTower(tf.keras.layers.Layer):
         )
         self.kernel_regularizer = tf.keras.regularizers.get(kernel_regularizer)
         self.dropout = float(dropout)
+        self.input_dropout = float(input_dropout)
+        self.l2_normalize = bool(l2_normalize)
         linear = depth == 0
         initializer = self.kernel_initializer or tf.keras.initializers.get(
             "glorot_uniform" if linear else "he_normal"
@@ -153,6 +162,9 @@ class UserTower(tf.keras.layers.Layer):
             for i, width in enumerate(units)
         ]
         self.dropout_layer = tf.keras.layers.Dropout(self.dropout) if self.dropout else None
+        self.input_dropout_layer = (
+            tf.keras.layers.Dropout(self.input_dropout) if self.input_dropout else None
+        )
 
     @staticmethod
     def preset_units(depth: int, output_dim: int = 256) -> list[int]:
@@ -216,10 +228,14 @@ class UserTower(tf.keras.layers.Layer):
                 )
             features.append(feature)
         x = features[0] if len(features) == 1 else tf.concat(features, axis=-1)
+        if self.input_dropout_layer is not None:
+            x = self.input_dropout_layer(x, training=training)
         for i, layer in enumerate(self.dense_layers):
             x = layer(x)
             if self.dropout_layer is not None and i < len(self.dense_layers) - 1:
                 x = self.dropout_layer(x, training=training)
+        if self.l2_normalize:
+            x = tf.math.l2_normalize(x, axis=-1)
         return x
 
     def compute_output_shape(self, input_shape: Any) -> tf.TensorShape:
@@ -240,6 +256,8 @@ class UserTower(tf.keras.layers.Layer):
                 else tf.keras.initializers.serialize(self.kernel_initializer),
                 "kernel_regularizer": tf.keras.regularizers.serialize(self.kernel_regularizer),
                 "dropout": self.dropout,
+                "input_dropout": self.input_dropout,
+                "l2_normalize": self.l2_normalize,
             }
         )
         return config

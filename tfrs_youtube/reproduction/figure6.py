@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 
-from tfrs_youtube.config import FEATURE_SETS
+from tfrs_youtube.config import FEATURE_SETS, PAPER_ARCHITECTURE
 from tfrs_youtube.layers import UserTower
 from tfrs_youtube.reproduction.common import (
     SOURCE_TITLES,
@@ -130,7 +130,7 @@ def _measure(context: Context, source: str) -> dict[str, Any]:
         for depth in depths:
             trained = context.fit(
                 source, features=list(FEATURE_SETS[name]), depth=depth,
-                epochs=_epochs(context, source),
+                epochs=_epochs(context, source), **PAPER_ARCHITECTURE,
             )
             maps.append(trained.metrics["map_at_100"])
             recalls.append(trained.metrics["recall_at_100"])
