@@ -10,6 +10,7 @@ import pytest
 
 from tfrs_youtube import cli, pipeline
 from tfrs_youtube.config import YouTubeCandidateConfig
+from tfrs_youtube.evaluation import evaluate_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -76,8 +77,51 @@ def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):
     assert "| youtube_dnn |" in printed and "| most_popular |" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["holdout"]) == {"youtube_dnn", "most_popular"}
+    # Validation is on by default: the chosen epoch and the curve are in metrics.json.
+    assert metrics["train"]["chosen_epoch"] == 1 and metrics["train"]["max_epochs"] == 1
+    assert len(metrics["train"]["validation_curve"]) == 1
+    assert metrics["train"]["validation_users"] == 943
+    assert "validation ndcg_at_10" in printed and "kept epoch 1" in printed
     assert cli.main(["evaluate", str(out), "--k", "50"]) == 0
     assert "recall@50" in capsys.readouterr().out
+
+
+def test_validation_split_is_each_users_last_training_watch(ml100k_path):
+    spec = pipeline.DataSpec(source=str(ml100k_path), seed=0)
+    log = pipeline.load_log(spec)
+    data = pipeline.prepare_data(spec, log)
+    validation = pipeline.validation_split(spec, log)
+    watches = log.watches
+    by_user = {u: g for u, g in watches.groupby("user_id", sort=False)}
+    holdout_users = validation.holdout.features["user_id"]
+    assert len(holdout_users) == 943
+    for i in range(0, 943, 97):  # a sample of users, against the raw log
+        rows = by_user[holdout_users[i]]
+        assert validation.holdout.features["label"][i] == rows["video_id"].iloc[-2]
+        assert list(validation.holdout.seen[i]) == list(rows["video_id"].iloc[:-2])
+    # The validation labels are no longer training labels, and nothing of the holdout is.
+    assert len(validation.train) == len(data.train) - 943
+    assert validation.video_vocab.counts.sum() < data.video_vocab.counts.sum()
+    # (user, movie) pairs are unique in MovieLens: no held-out rating is a training label.
+    test_rows = set(zip(data.holdout.features["user_id"], data.holdout.features["label"]))
+    train_rows = set(zip(validation.train.features["user_id"], validation.train.features["label"]))
+    assert not test_rows & train_rows
+
+
+def test_train_with_validation_restores_the_best_epoch(ml100k_path):
+    spec = pipeline.DataSpec(source=str(ml100k_path), seed=0)
+    validation = pipeline.validation_split(spec)
+    config = YouTubeCandidateConfig.from_training_data(
+        validation, embedding_dim=16, output_dim=16, depth=1, num_sampled=128, seed=0
+    )
+    model, info = pipeline.train(validation, config, epochs=3, validation=validation,
+                                 patience=1, verbose=0)
+    curve = [row["ndcg_at_10"] for row in info["validation_curve"]]
+    assert info["chosen_epoch"] == int(np.argmax(curve)) + 1
+    kept = evaluate_model(model, validation.holdout, validation.video_vocab, (10,))
+    assert kept["ndcg_at_10"] == pytest.approx(max(curve))
+    with pytest.raises(ValueError, match="schedule_epochs"):
+        pipeline.train(validation, config, epochs=3, schedule_epochs=2)
 
 
 def test_cli_reports_errors(tmp_path, capsys):

@@ -70,7 +70,19 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=_positive_int, default=5)
+    parser.add_argument(
+        "--max-epochs", "--epochs", dest="max_epochs", type=_positive_int, default=30,
+        help="most epochs; with --validation training stops earlier. Default: 30",
+    )
+    parser.add_argument(
+        "--validation", action=argparse.BooleanOptionalAction, default=True,
+        help="hold out each user's last training watch, stop when its full-catalogue NDCG@10 "
+        "stops improving and keep the best epoch. Default: on",
+    )
+    parser.add_argument(
+        "--patience", type=_positive_int, default=5,
+        help="epochs without a better validation NDCG@10 before stopping. Default: 5",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=256)
     parser.add_argument(
         "--num-sampled", type=_num_sampled, default="auto",
@@ -95,6 +107,25 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         help="adam, adagrad (faster for catalogues of millions) or sgd. Default: adam",
     )
     parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument(
+        "--history-pooling", choices=["mean", "recency"], default="recency",
+        help="'mean' (paper) or 'recency' (mean beside a position-weighted mean of the last "
+        "watches). Default: recency",
+    )
+    parser.add_argument("--recency-window", type=_positive_int, default=10,
+                        help="watches weighted by position with 'recency'. Default: 10")
+    parser.add_argument(
+        "--l2-normalize", action=argparse.BooleanOptionalAction, default=True,
+        help="cosine of u and v_j over --temperature, plus b_j. Default: on",
+    )
+    parser.add_argument("--temperature", type=float, default=0.1,
+                        help="temperature of --l2-normalize. Default: 0.1")
+    parser.add_argument("--dropout", type=float, default=0.3,
+                        help="dropout between tower layers. Default: 0.3")
+    parser.add_argument("--input-dropout", type=float, default=0.3,
+                        help="dropout on the tower's inputs. Default: 0.3")
+    parser.add_argument("--embedding-l2", type=float, default=0.0,
+                        help="L2 factor of the input embedding tables. Default: 0")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -180,17 +211,29 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
 
     source = "synthetic log" if spec.source == "synthetic" else spec.source
     _say(f"Loading {source} and building examples (paper 3.4) ...")
-    data = pipeline.prepare_data(spec)
+    log = pipeline.load_log(spec)
+    data = pipeline.prepare_data(spec, log)
     _say(
         f"  {len(data.train):,} training examples, {len(data.holdout):,} holdout users, "
         f"{len(data.video_vocab):,} videos"
     )
-    config = YouTubeCandidateConfig.from_training_data(data, **overrides)
-    _say(f"Training for {args.epochs} epoch(s) ...")
+    validation = pipeline.validation_split(spec, log) if args.validation else None
+    config = YouTubeCandidateConfig.from_training_data(validation or data, **overrides)
+    if validation is not None:
+        _say(
+            f"Training for at most {args.max_epochs} epoch(s), early stopping on the "
+            f"full-catalogue NDCG@10 of {len(validation.holdout):,} validation users "
+            f"(patience {args.patience}) ..."
+        )
+    else:
+        _say(f"Training for {args.max_epochs} epoch(s) ...")
     model, train_info = pipeline.train(
-        data, config, epochs=args.epochs, batch_size=args.batch_size,
+        data, config, epochs=args.max_epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, learning_rate=args.learning_rate, seed=spec.seed,
+        validation=validation, patience=args.patience, log=_say,
     )
+    if validation is not None:
+        _say(f"  kept epoch {train_info['chosen_epoch']} (best validation NDCG@10)")
     _say(f"Evaluating on the holdout over all {len(data.video_vocab):,} videos ...")
     results = pipeline.evaluate(model, data, ks)
     metrics = {"train": train_info, "holdout": results, "config": config.summary()}
@@ -213,6 +256,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         sampler=args.sampler, logq_correction=not args.no_logq,
         depth=args.depth, embedding_dim=args.embedding_dim, output_dim=args.output_dim,
         features=args.features, max_history=args.max_history, seed=args.seed,
+        history_pooling=args.history_pooling, recency_window=args.recency_window,
+        l2_normalize=args.l2_normalize, temperature=args.temperature, dropout=args.dropout,
+        input_dropout=args.input_dropout, embedding_l2=args.embedding_l2,
     )
     if args.num_sampled != "auto":
         overrides["num_sampled"] = args.num_sampled
@@ -226,7 +272,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from tfrs_youtube import pipeline
 
     defaults = _build_parser().parse_args(["train"])
-    defaults.epochs = args.epochs
+    defaults.max_epochs = args.epochs
     defaults.batch_size = 1024  # a few minutes on 2 cores, at little cost in recall
     defaults.output = args.output
     spec = pipeline.DataSpec(source="synthetic", preset="default", seed=args.seed)

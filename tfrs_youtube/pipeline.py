@@ -14,12 +14,14 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube.config import YouTubeCandidateConfig
 from tfrs_youtube.data import (
     SyntheticConfig,
     TrainingData,
+    Vocabulary,
     WatchLog,
     build_examples,
     generate_synthetic_log,
@@ -32,6 +34,8 @@ __all__ = [
     "DataSpec",
     "load_log",
     "prepare_data",
+    "validation_split",
+    "model_vocabulary",
     "make_optimizer",
     "train",
     "evaluate_run",
@@ -55,7 +59,7 @@ class DataSpec:
     seed: int = 0
     max_history: int = 50
     examples_per_user: int | None = None
-    min_history: int = 1
+    min_history: int = 0
 
 
 def load_log(spec: DataSpec) -> WatchLog:
@@ -71,10 +75,35 @@ def load_log(spec: DataSpec) -> WatchLog:
     return load_movielens(path)
 
 
-def prepare_data(spec: DataSpec) -> TrainingData:
-    """The log of `spec` turned into training and holdout examples (paper section 3.4)."""
+def prepare_data(spec: DataSpec, log: WatchLog | None = None) -> TrainingData:
+    """The log of `spec` turned into training and holdout examples (paper section 3.4).
+
+    `log` is the log of `spec` when it is already loaded.
+    """
+    return _build(load_log(spec) if log is None else log, spec)
+
+
+def validation_split(spec: DataSpec, log: WatchLog | None = None) -> TrainingData:
+    """Examples of the log of `spec` without each user's held-out last watch.
+
+    Its holdout is each user's last *training* watch: the validation set that early stopping
+    scores, cut by the same rules as the holdout (paper 3.4), so nothing of the holdout is
+    trained on or looked at. Its training examples are the full data's less the validation
+    labels. `log` is the log of `spec` when it is already loaded.
+    """
+    log = load_log(spec) if log is None else log
+    watches = log.watches
+    users = watches["user_id"].to_numpy(dtype=object)
+    last = np.r_[users[1:] != users[:-1], True]
+    first = np.r_[True, users[1:] != users[:-1]]
+    held = last & ~first  # the rows build_examples holds out: users with >= 2 watches
+    trimmed = WatchLog(watches[~held].reset_index(drop=True), log.searches, log.users)
+    return _build(trimmed, spec)
+
+
+def _build(log: WatchLog, spec: DataSpec) -> TrainingData:
     return build_examples(
-        load_log(spec),
+        log,
         max_history=spec.max_history,
         examples_per_user=spec.examples_per_user,
         min_history=spec.min_history,
@@ -82,7 +111,9 @@ def prepare_data(spec: DataSpec) -> TrainingData:
     )
 
 
-def make_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.Optimizer:
+def make_optimizer(
+    name: str, learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule
+) -> tf.keras.optimizers.Optimizer:
     """Adam (the default), Adagrad or SGD.
 
     Adam decays its moment estimates for every row of every table on each step; for catalogues
@@ -104,48 +135,103 @@ def _input_keys(model: YouTubeCandidateModel) -> list[str]:
 def train(
     data: TrainingData,
     config: YouTubeCandidateConfig,
-    epochs: int = 5,
+    epochs: int = 30,
     batch_size: int = 256,
     optimizer: str = "adam",
     learning_rate: float = 0.003,
     verbose: int = 1,
     seed: int = 0,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+    validation: TrainingData | None = None,
+    patience: int = 5,
+    schedule_epochs: int | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[YouTubeCandidateModel, dict[str, Any]]:
-    """Builds a `YouTubeCandidateModel` from `config` and fits it on `data.train`.
+    """Builds a `YouTubeCandidateModel` from `config` and fits it.
 
-    Returns the model and a dict with the per-epoch loss and the training time.
+    With `validation` (from `validation_split`), the model trains on `validation.train` for
+    at most `epochs` epochs, stops after `patience` epochs without a better full-catalogue
+    validation NDCG@10 on `validation.holdout`, and keeps the best epoch's weights
+    (`FullCatalogueEarlyStopping`); `config` must then be built from `validation`. Without it,
+    the model trains on `data.train` for exactly `epochs` epochs. The learning rate follows a
+    cosine decay from `learning_rate` to a tenth of it over `schedule_epochs` epochs (defaults
+    to `epochs`), so a refit for the chosen number of epochs with the same `schedule_epochs`
+    replays the schedule of the run that chose it.
+
+    Returns the model and a dict with the per-epoch loss, the training time and, with
+    validation, the chosen epoch and the validation curve.
     """
+    from tfrs_youtube.callbacks import FullCatalogueEarlyStopping
+
     if epochs < 1:
         raise ValueError(f"`epochs` must be at least 1. Received: epochs={epochs}")
     if batch_size < 1:
         raise ValueError(f"`batch_size` must be at least 1. Received: batch_size={batch_size}")
+    schedule_epochs = epochs if schedule_epochs is None else schedule_epochs
+    if schedule_epochs < epochs:
+        raise ValueError(
+            f"`schedule_epochs` must be >= epochs ({epochs}). "
+            f"Received: schedule_epochs={schedule_epochs}"
+        )
+    examples = data.train if validation is None else validation.train
     tf.keras.utils.set_random_seed(seed)
     model = YouTubeCandidateModel(config)
-    model.compile(optimizer=make_optimizer(optimizer, learning_rate))
-    dataset = data.train.to_dataset(
+    steps = -(-len(examples) // batch_size)
+    schedule = tf.keras.optimizers.schedules.CosineDecay(
+        learning_rate, decay_steps=max(steps * schedule_epochs, 1), alpha=0.1
+    )
+    model.compile(optimizer=make_optimizer(optimizer, schedule))
+    dataset = examples.to_dataset(
         batch_size=batch_size, shuffle=True, seed=seed, keys=_input_keys(model)
     )
+    callbacks = list(callbacks)
+    stopper = None
+    if validation is not None:
+        stopper = FullCatalogueEarlyStopping(
+            validation.holdout, validation.video_vocab, patience=patience, log=log
+        )
+        callbacks.insert(0, stopper)
     start = time.perf_counter()
-    history = model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=list(callbacks))
+    history = model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
-    return model, {
+    info: dict[str, Any] = {
         "loss": [float(v) for v in history.history["loss"]],
         "train_seconds": seconds,
-        "train_examples": len(data.train),
-        "epochs": epochs,
+        "train_examples": len(examples),
+        "epochs": len(history.history["loss"]),
+        "max_epochs": epochs,
+        "schedule_epochs": schedule_epochs,
         "batch_size": batch_size,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
     }
+    if stopper is not None:
+        info.update(
+            validation_users=len(validation.holdout),
+            patience=patience,
+            chosen_epoch=stopper.best_epoch,
+            validation_monitor=stopper.monitor,
+            validation_curve=stopper.curve,
+        )
+    return model, info
+
+
+def model_vocabulary(model: YouTubeCandidateModel) -> Vocabulary:
+    """The catalogue of `model` as a `Vocabulary` (its scores are in this order)."""
+    config = model.config
+    return Vocabulary(config.video_vocabulary, config.video_counts)
 
 
 def evaluate(
     model: YouTubeCandidateModel, data: TrainingData, ks: Sequence[int] = (10, 50, 100)
 ) -> dict[str, dict[str, float]]:
-    """Holdout metrics of the model beside the most-popular baseline, full catalogue."""
+    """Holdout metrics of the model beside the most-popular baseline, full catalogue.
+
+    The model is scored against its own catalogue (which, for a model trained with a
+    validation split, lacks the videos watched only in the validation watches).
+    """
     return {
-        "youtube_dnn": evaluate_model(model, data.holdout, data.video_vocab, ks),
+        "youtube_dnn": evaluate_model(model, data.holdout, model_vocabulary(model), ks),
         "most_popular": evaluate_scorer(
             most_popular_scorer(data.video_vocab), data.holdout, data.video_vocab, ks
         ),
