@@ -64,7 +64,10 @@ def _reference(model, features, k, example_age=None):
     age = np.zeros(len(features["age"]), np.float32) if example_age is None else example_age
     tensors = {name: tf.constant(value) for name, value in features.items()}
     u = model.user_embedding({**tensors, "example_age": tf.constant(age)}).numpy()
-    scores = u @ model.candidates.embeddings.numpy().T + model.candidates.bias.numpy()
+    table = model.candidates.embeddings.numpy().astype(np.float64)
+    if model.config.l2_normalize:  # cosine over the temperature
+        table = table / np.linalg.norm(table, axis=1, keepdims=True) / model.config.temperature
+    scores = u @ table.T + model.candidates.bias.numpy()
     ids, top = [], []
     for row, history in zip(scores, features["watch_history"]):
         order = [j for j in np.argsort(-row) if VOCAB[j] not in set(history)][:k]
@@ -127,10 +130,10 @@ def _run(script, *args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=[True, False], ids=["cosine", "dot_product"])
+def exported(request, tmp_path_factory):
     """The same model exported with exact ScaNN (version 1) and brute force (version 2)."""
-    model = _model()
+    model = _model(l2_normalize=request.param)
     base = tmp_path_factory.mktemp("models") / "youtube"
     export_saved_model(model, base, index="scann", k=K_MAX,
                        scann_options={"brute_force_threshold": 1_000_000})
