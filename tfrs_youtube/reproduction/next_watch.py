@@ -94,12 +94,15 @@ def mean_cross_entropy(
     """Mean full-softmax cross-entropy of `trained.model` on `examples` (or their `rows`).
 
     `video_ids` is the model's catalogue in output order; `with_example_age=False` leaves
-    `example_age` out (0, as at serving and in the holdout evaluation).
+    `example_age` out (0, as at serving and in the holdout evaluation). Examples whose label
+    is not in the catalogue (a video watched only in the holdout) have no probability under
+    the model and are left out of the mean.
     """
     model = trained.model
     keys = [k for k in model.feature_layers if with_example_age or k != EXAMPLE_AGE]
     rows = np.arange(len(examples)) if rows is None else np.asarray(rows)
     position = {video: i for i, video in enumerate(video_ids)}
+    rows = rows[[examples.features[LABEL][r] in position for r in rows]]
     total = 0.0
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
