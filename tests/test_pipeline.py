@@ -156,3 +156,30 @@ def test_examples_run(script, ml100k_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "recall" in result.stdout.lower()
+
+
+def test_evaluate_reports_cold_start_users_apart():
+    import pandas as pd
+
+    from tfrs_youtube.data import WatchLog, build_examples
+    from tfrs_youtube.evaluation import model_ranks, rank_metrics
+
+    # Users c0..c4 watch two videos in the same second: their held-out watch has no earlier
+    # watch (cold start); users w0..w9 have a history.
+    rows = [(f"c{i}", v, 5.0) for i in range(5) for v in ("a", "b")]
+    rows += [(f"w{i}", v, float(t)) for i in range(10) for t, v in enumerate("abcd")]
+    data = build_examples(WatchLog(pd.DataFrame(rows, columns=["user_id", "video_id",
+                                                               "timestamp"])))
+    config = YouTubeCandidateConfig.from_training_data(
+        data, embedding_dim=4, output_dim=4, depth=1, num_sampled=None
+    )
+    model, _ = pipeline.train(data, config, epochs=1, verbose=0)
+    results = pipeline.evaluate(model, data, ks=(2,))
+    assert results["youtube_dnn (cold start)"]["num_users"] == 5
+    assert results["youtube_dnn (warm)"]["num_users"] == 10
+    ranks = model_ranks(model, data.holdout, pipeline.model_vocabulary(model))
+    cold = np.array([u.startswith("c") for u in data.holdout.features["user_id"]])
+    assert results["youtube_dnn (cold start)"]["recall_at_2"] == pytest.approx(
+        rank_metrics(ranks[cold], (2,))["recall_at_2"])
+    assert results["youtube_dnn"]["recall_at_2"] == pytest.approx(
+        rank_metrics(ranks, (2,))["recall_at_2"])

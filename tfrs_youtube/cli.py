@@ -126,6 +126,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="dropout on the tower's inputs. Default: 0.3")
     parser.add_argument("--embedding-l2", type=float, default=0.0,
                         help="L2 factor of the input embedding tables. Default: 0")
+    parser.add_argument("--user-id-embedding-dim", type=int, default=0,
+                        help="size of a user-ID embedding fed to the tower; 0 for none "
+                        "(the paper's). Default: 0")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -259,6 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         history_pooling=args.history_pooling, recency_window=args.recency_window,
         l2_normalize=args.l2_normalize, temperature=args.temperature, dropout=args.dropout,
         input_dropout=args.input_dropout, embedding_l2=args.embedding_l2,
+        user_id_embedding_dim=args.user_id_embedding_dim,
     )
     if args.num_sampled != "auto":
         overrides["num_sampled"] = args.num_sampled

@@ -27,7 +27,13 @@ from tfrs_youtube.data import (
     generate_synthetic_log,
     load_movielens,
 )
-from tfrs_youtube.evaluation import evaluate_model, evaluate_scorer, most_popular_scorer
+from tfrs_youtube.evaluation import (
+    evaluate_scorer,
+    model_ranks,
+    most_popular_scorer,
+    rank_metrics,
+    rank_metrics_by_history,
+)
 from tfrs_youtube.models import LABEL, YouTubeCandidateModel
 
 __all__ = [
@@ -228,14 +234,20 @@ def evaluate(
     """Holdout metrics of the model beside the most-popular baseline, full catalogue.
 
     The model is scored against its own catalogue (which, for a model trained with a
-    validation split, lacks the videos watched only in the validation watches).
+    validation split, lacks the videos watched only in the validation watches). When some
+    holdout users have no earlier watch, their metrics and the others' follow as the rows
+    `youtube_dnn (cold start)` and `youtube_dnn (warm)`.
     """
-    return {
-        "youtube_dnn": evaluate_model(model, data.holdout, model_vocabulary(model), ks),
-        "most_popular": evaluate_scorer(
-            most_popular_scorer(data.video_vocab), data.holdout, data.video_vocab, ks
-        ),
-    }
+    ranks = model_ranks(model, data.holdout, model_vocabulary(model))
+    results = {"youtube_dnn": rank_metrics(ranks, ks)}
+    groups = rank_metrics_by_history(ranks, data.holdout, ks)
+    if groups["cold_start"]["num_users"] > 0:
+        results["youtube_dnn (cold start)"] = groups["cold_start"]
+        results["youtube_dnn (warm)"] = groups["warm"]
+    results["most_popular"] = evaluate_scorer(
+        most_popular_scorer(data.video_vocab), data.holdout, data.video_vocab, ks
+    )
+    return results
 
 
 def save_run(
