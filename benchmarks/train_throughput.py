@@ -10,7 +10,12 @@ runs in its own subprocess (so each peak RSS is its own) on the same synthetic b
 - `tf_nn`: the same tower and tables, loss from `tf.nn.sampled_softmax_loss` (log-uniform,
   hits removed), the reference the sampled step must not be slower than.
 
+The network is the paper's (`PAPER_ARCHITECTURE`: mean-pooled history, plain dot product, no
+dropout) unless `--architecture default` selects the package's defaults (recency pooling,
+cosine over a temperature, dropout).
+
 Usage: python benchmarks/train_throughput.py [--videos 1000000] [--steps 20] [--full-steps 3]
+    [--architecture paper|default]
 Prints examples/second and peak memory side by side, and the two ratios the targets name.
 """
 
@@ -49,9 +54,11 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     import tensorflow as tf
 
     import tfrs_youtube  # noqa: F401
+    from tfrs_youtube.config import PAPER_ARCHITECTURE
     from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
 
     tf.keras.utils.set_random_seed(0)
+    architecture = PAPER_ARCHITECTURE if args.architecture == "paper" else {}
     config = YouTubeCandidateConfig(
         num_videos=args.videos,
         embedding_dim=args.dim,
@@ -62,6 +69,7 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
         num_sampled=None if variant == "full" else args.num_sampled,
         sampler="log_uniform",
         metrics_k=[],
+        **architecture,
     )
     model = YouTubeCandidateModel(config)
     optimizer = tf.keras.optimizers.Adagrad(0.05)
@@ -126,6 +134,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--full-steps", type=int, default=3)
     parser.add_argument("--variant", choices=["sampled", "full", "tf_nn"])
+    parser.add_argument("--architecture", choices=["paper", "default"], default="paper",
+                        help="the paper's network (new options off) or the package defaults")
     args = parser.parse_args()
 
     if args.variant:
@@ -134,7 +144,8 @@ def main() -> int:
 
     print(
         f"Training throughput: {args.videos:,} videos, d={args.dim}, depth 3, "
-        f"history {args.history}, {args.num_sampled:,} sampled, batch {args.batch_size:,}",
+        f"history {args.history}, {args.num_sampled:,} sampled, batch {args.batch_size:,}, "
+        f"{args.architecture} architecture",
         flush=True,
     )
     results = {}
