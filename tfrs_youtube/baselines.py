@@ -102,10 +102,10 @@ def cowatch_scorer(
     ...     "video_id": ["x", "y", "z", "x", "y", "z"], "timestamp": [1, 2, 3, 1, 2, 3]}))
     >>> data = build_examples(log)  # training watches: a and b both watched x and y
     >>> scorer = cowatch_scorer(data)
-    >>> data.video_vocab.ids.tolist()
-    ['x', 'y', 'z']
+    >>> data.video_vocab.ids.tolist()  # z is watched only in the holdout: not a candidate
+    ['x', 'y']
     >>> scorer({"watch_history": np.array([["x", ""]], dtype=object)}).tolist()
-    [[0.0, 1.0, 0.0]]
+    [[0.0, 1.0]]
     """
     _check_training_data(data)
     if max_history is not None:
