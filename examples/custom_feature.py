@@ -12,7 +12,7 @@ import pathlib
 import tensorflow as tf
 
 import tfrs_youtube  # noqa: F401  (puts TensorFlow on Keras 2 first)
-from tfrs_youtube.data import build_examples, load_movielens
+from tfrs_youtube.data import build_examples, load_movielens, locate_movielens
 from tfrs_youtube.evaluation import evaluate_model
 from tfrs_youtube.layers import CategoricalEmbedding
 from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
@@ -37,11 +37,14 @@ class OccupationModel(YouTubeCandidateModel):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("path", nargs="?", default=str(DEFAULT_PATH))
+    parser.add_argument("path", nargs="?", default=None,
+                        help="MovieLens folder; default: $TFRS_YOUTUBE_MOVIELENS, "
+                        "../shared/data/ml-100k, the Keras cache, else the GroupLens download")
     parser.add_argument("--epochs", type=int, default=3)
     args = parser.parse_args()
+    path = args.path or locate_movielens("ml-100k", search=[DEFAULT_PATH])
 
-    data = build_examples(load_movielens(args.path))
+    data = build_examples(load_movielens(path))
     occupations = data.categorical_vocabs["occupation"].ids
     config = YouTubeCandidateConfig.from_training_data(
         data, embedding_dim=32, output_dim=32, depth=1, num_sampled=256

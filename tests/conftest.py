@@ -8,13 +8,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 import tfrs_youtube  # noqa: E402, F401
+from tfrs_youtube.data import locate_movielens  # noqa: E402
 
 ML_100K = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
 @pytest.fixture(scope="session")
 def ml100k_path() -> pathlib.Path:
-    """The real MovieLens 100K files (RecBole atomic layout), read in place."""
-    if not (ML_100K / "ml-100k.inter").exists():
-        pytest.fail(f"MovieLens 100K not found at {ML_100K}; it ships in ../shared/data/ml-100k")
-    return ML_100K
+    """Real MovieLens 100K, read in place: `locate_movielens` with ../shared/data/ml-100k.
+
+    The folder in $TFRS_YOUTUBE_MOVIELENS, then ../shared/data/ml-100k (always there in this
+    repository's CI), the Keras cache, the package's cache, else the checksummed GroupLens
+    download. Where none can be had, the tests that need it are skipped, saying how to
+    provide it.
+    """
+    try:
+        return locate_movielens("ml-100k", search=[ML_100K])
+    except FileNotFoundError as error:
+        pytest.skip(f"MovieLens 100K is not available here: {error}")

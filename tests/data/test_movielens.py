@@ -176,3 +176,45 @@ def test_recbole_user_file_extra_columns(tmp_path):
     data = build_examples(load_movielens(tmp_path))
     assert sorted(data.categorical_vocabs) == ["region", "zip_code"]
     assert sorted(data.numeric_quantiles) == ["age", "income"]
+
+
+def _ratings_folder(path):
+    path.mkdir(parents=True)
+    (path / "u.data").write_text("1\t10\t5\t100\n1\t11\t4\t101\n")
+    return path
+
+
+def test_locate_movielens_order(tmp_path, monkeypatch):
+    from tfrs_youtube.data import MOVIELENS_ENV, locate_movielens
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv(MOVIELENS_ENV, raising=False)
+    first, second = _ratings_folder(tmp_path / "first"), _ratings_folder(tmp_path / "second")
+    (tmp_path / "empty").mkdir()
+    assert locate_movielens(search=[tmp_path / "missing", tmp_path / "empty", first, second],
+                            download=False) == first
+    keras = _ratings_folder(tmp_path / "home" / ".keras" / "datasets" / "ml-100k")
+    assert locate_movielens(search=[tmp_path / "empty"], download=False) == keras
+    monkeypatch.setenv(MOVIELENS_ENV, str(second))  # the environment variable comes first
+    assert locate_movielens(search=[first], download=False) == second
+    assert len(load_movielens(locate_movielens())) == 2
+
+
+def test_locate_movielens_errors_say_how_to_provide_the_data(tmp_path, monkeypatch):
+    from tfrs_youtube.data import MOVIELENS_ENV, locate_movielens
+    from tfrs_youtube.data import movielens as movielens_module
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(MOVIELENS_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"{MOVIELENS_ENV}=.* holds no MovieLens"):
+        locate_movielens()
+    monkeypatch.delenv(MOVIELENS_ENV)
+    with pytest.raises(FileNotFoundError, match=f"download not allowed.*Set {MOVIELENS_ENV}"):
+        locate_movielens(download=False)
+
+    def offline(name, timeout):  # what a machine without network answers
+        raise OSError("no route to host")
+
+    monkeypatch.setattr(movielens_module, "download_movielens", offline)
+    with pytest.raises(FileNotFoundError, match="download failed: no route to host"):
+        locate_movielens()

@@ -15,7 +15,13 @@ from tfrs_youtube.data.examples import (
     TrainingData,
     build_examples,
 )
-from tfrs_youtube.data.movielens import MOVIELENS_ARCHIVES, download_movielens, load_movielens
+from tfrs_youtube.data.movielens import (
+    MOVIELENS_ARCHIVES,
+    MOVIELENS_ENV,
+    download_movielens,
+    load_movielens,
+    locate_movielens,
+)
 from tfrs_youtube.data.schema import (
     AGE,
     DEVICE,
@@ -62,6 +68,8 @@ __all__ = [
     "WatchLog",
     "build_examples",
     "download_movielens",
+    "locate_movielens",
+    "MOVIELENS_ENV",
     "generate_synthetic_log",
     "load_movielens",
 ]

@@ -17,12 +17,14 @@ import shutil
 import tempfile
 import urllib.request
 import zipfile
+from typing import Sequence
 
 import pandas as pd
 
 from tfrs_youtube.data.schema import AGE, TIMESTAMP, USER_ID, VIDEO_ID, WatchLog
 
-__all__ = ["MOVIELENS_ARCHIVES", "load_movielens", "download_movielens"]
+__all__ = ["MOVIELENS_ARCHIVES", "MOVIELENS_ENV", "load_movielens", "download_movielens",
+           "locate_movielens"]
 
 _LOG = logging.getLogger(__name__)
 _URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
@@ -169,6 +171,7 @@ def download_movielens(
     cache_dir: str | os.PathLike | None = None,
     url: str | None = None,
     sha256: str | None = None,
+    timeout: float | None = 60.0,
 ) -> pathlib.Path:
     """Downloads, verifies and extracts a GroupLens MovieLens archive; returns its folder.
 
@@ -186,6 +189,8 @@ def download_movielens(
             GroupLens URL of `name`.
         sha256: expected SHA-256 of the archive. Defaults to the known checksum of `name`;
             required when `name` is not a known archive.
+        timeout: seconds the connection may stay silent before the download fails (None:
+            forever). Defaults to 60.
 
     Returns:
         The `pathlib.Path` of the extracted folder.
@@ -218,7 +223,7 @@ def download_movielens(
     part = pathlib.Path(part)
     try:
         _LOG.info("Downloading %s to %s", url, cache)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url) as response:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out, 1 << 20)
         actual = _sha256(part)
         if actual != expected:
@@ -241,3 +246,73 @@ def download_movielens(
     finally:
         part.unlink(missing_ok=True)
     return target
+
+
+MOVIELENS_ENV = "TFRS_YOUTUBE_MOVIELENS"
+
+
+def locate_movielens(
+    name: str = "ml-100k",
+    search: Sequence[str | os.PathLike] = (),
+    download: bool = True,
+    timeout: float = 30.0,
+) -> pathlib.Path:
+    """Finds a MovieLens data set on this machine, or downloads it; returns a loadable path.
+
+    Looks, in order, at: the folder named by the environment variable `TFRS_YOUTUBE_MOVIELENS`
+    (an error if it is set but holds no ratings file); each folder of `search`; the Keras cache
+    (`~/.keras/datasets/<name>`); this package's cache (`~/.cache/tfrs_youtube/<name>`, where
+    `download_movielens` extracts); and last, with `download`, `download_movielens(name)` (the
+    GroupLens archive, checksum verified). The first folder holding a ratings file that
+    `load_movielens` accepts wins.
+
+    Args:
+        name: the data set, e.g. "ml-100k". Defaults to "ml-100k".
+        search: folders to try after the environment variable. Defaults to none.
+        download: download when nothing is found. Defaults to True.
+        timeout: seconds of silence before the download gives up. Defaults to 30.
+
+    Raises:
+        FileNotFoundError: if nothing is found (and the download failed or was not allowed);
+            the message says how to provide the data.
+
+    >>> import os
+    >>> os.environ[MOVIELENS_ENV] = "/no/such/folder"
+    >>> locate_movielens()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: TFRS_YOUTUBE_MOVIELENS=/no/such/folder holds no MovieLens ratings file ...
+    >>> del os.environ[MOVIELENS_ENV]
+    """
+    named = os.environ.get(MOVIELENS_ENV)
+    if named:
+        try:
+            _find(pathlib.Path(named))
+        except (FileNotFoundError, ValueError) as error:
+            raise FileNotFoundError(
+                f"{MOVIELENS_ENV}={named} holds no MovieLens ratings file ({error}); point it "
+                "at a folder with u.data, ratings.dat, ratings.csv or a RecBole .inter file."
+            ) from None
+        return pathlib.Path(named)
+    home = pathlib.Path.home()
+    candidates = [pathlib.Path(p) for p in search] + [
+        home / ".keras" / "datasets" / name,
+        home / ".cache" / "tfrs_youtube" / name,
+    ]
+    for folder in candidates:
+        if folder.is_dir():
+            try:
+                _find(folder)
+                return folder
+            except ValueError:
+                continue
+    reason = "download not allowed"
+    if download and name in MOVIELENS_ARCHIVES:
+        try:
+            return download_movielens(name, timeout=timeout)
+        except (OSError, ValueError) as error:
+            reason = f"download failed: {error}"
+    raise FileNotFoundError(
+        f"MovieLens {name} not found in {[str(c) for c in candidates]} ({reason}). Set "
+        f"{MOVIELENS_ENV} to a folder holding it, or allow the download."
+    )
