@@ -183,3 +183,46 @@ def test_evaluate_reports_cold_start_users_apart():
         rank_metrics(ranks[cold], (2,))["recall_at_2"])
     assert results["youtube_dnn"]["recall_at_2"] == pytest.approx(
         rank_metrics(ranks, (2,))["recall_at_2"])
+
+
+def _tiny_model(**overrides):
+    from tfrs_youtube.models import YouTubeCandidateModel
+
+    config = YouTubeCandidateConfig(
+        video_vocabulary=["a", "b", "c"], features=["watches"], embedding_dim=4, output_dim=4,
+        depth=1, num_sampled=None, metrics_k=[], **overrides)
+    model = YouTubeCandidateModel(config)
+    model.scores(model.placeholder_features())
+    return model
+
+
+def test_save_run_replaces_a_run_whole_and_load_run_refuses_an_incomplete_one(
+    tmp_path, monkeypatch
+):
+    run_dir = tmp_path / "run"
+    spec = pipeline.DataSpec(source="synthetic")
+    pipeline.save_run(run_dir, _tiny_model(sampler="uniform"), spec, {"first": 1})
+    (run_dir / "stale.txt").write_text("from the first run")
+    pipeline.save_run(run_dir, _tiny_model(sampler="log_uniform", temperature=0.5), spec,
+                      {"second": 2})
+    restored, _ = pipeline.load_run(run_dir)
+    assert restored.config.temperature == 0.5  # the second run's config and weights only
+    assert not (run_dir / "stale.txt").exists()
+    assert json.loads((run_dir / "metrics.json").read_text()) == {"second": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing left beside it
+
+    # Killed while saving (the weights fail to write): the previous run stays whole.
+    third = _tiny_model(temperature=0.25)
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(third, "save_weights", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.save_run(run_dir, third, spec, {"third": 3})
+    assert pipeline.load_run(run_dir)[0].config.temperature == 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+    (run_dir / pipeline.COMPLETE).unlink()  # as a run written in place and killed would be
+    with pytest.raises(ValueError, match="is an incomplete run \\(no COMPLETE marker"):
+        pipeline.load_run(run_dir)

@@ -2,15 +2,20 @@
 
 A run directory holds everything needed to rebuild and evaluate the model:
 `config.json` (the model config with its vocabularies), `data.json` (where the log came from
-and how examples were built, so the holdout is rebuilt identically), `checkpoint/` (weights)
-and `metrics.json`.
+and how examples were built, so the holdout is rebuilt identically), `checkpoint/` (weights),
+`metrics.json` and, written last, the completion marker `COMPLETE`. A run is written into a
+hidden folder beside its target and renamed into place when whole, so a run killed while
+saving, or saved over an older one, never mixes one run's config with another's weights.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
+import shutil
+import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
 
@@ -50,6 +55,7 @@ __all__ = [
 ]
 
 _OPTIMIZERS = ("adagrad", "adam", "sgd")
+COMPLETE = "COMPLETE"
 
 
 @dataclasses.dataclass
@@ -256,13 +262,32 @@ def save_run(
     spec: DataSpec,
     metrics: Mapping[str, Any],
 ) -> pathlib.Path:
-    """Writes config, data spec, weights and metrics into `run_dir`."""
+    """Writes config, data spec, weights, metrics and the completion marker as `run_dir`.
+
+    Everything is written into a hidden folder beside `run_dir` first; the finished folder
+    then replaces `run_dir` (an older run there is removed only after the new one is whole).
+    """
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    model.config.save(run_dir / "config.json")
-    (run_dir / "data.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
-    model.save_weights(str(run_dir / "checkpoint" / "model"))
-    write_metrics(run_dir, metrics)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(
+        tempfile.mkdtemp(prefix=f".{run_dir.name}.", suffix=".partial", dir=run_dir.parent)
+    )
+    try:
+        model.config.save(staging / "config.json")
+        (staging / "data.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2))
+        model.save_weights(str(staging / "checkpoint" / "model"))
+        write_metrics(staging, metrics)
+        (staging / COMPLETE).write_text(json.dumps({"completed_at": time.time()}))
+        old = None
+        if run_dir.exists():
+            old = run_dir.with_name(f".{run_dir.name}.{os.getpid()}.old")
+            os.rename(run_dir, old)
+        os.rename(staging, run_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return run_dir
 
 
@@ -282,6 +307,12 @@ def load_run(run_dir: str | pathlib.Path) -> tuple[YouTubeCandidateModel, DataSp
                 f"`run_dir` {str(run_dir)!r} is not a training run: {name} is missing. "
                 "Create one with `tfrs-youtube train --output DIR`."
             )
+    if not (run_dir / COMPLETE).exists():
+        raise ValueError(
+            f"`run_dir` {str(run_dir)!r} is an incomplete run (no {COMPLETE} marker: it was "
+            "interrupted while saving, or written by an older version); train it again with "
+            "`tfrs-youtube train --output DIR`."
+        )
     config = YouTubeCandidateConfig.load(run_dir / "config.json")
     spec = DataSpec(**json.loads((run_dir / "data.json").read_text()))
     model = YouTubeCandidateModel(config)
