@@ -301,3 +301,16 @@ def test_user_id_embedding_is_a_tower_input():
     one = model.user_embedding({**batch, "user_id": tf.constant(["u1"] * 6)}).numpy()
     two = model.user_embedding({**batch, "user_id": tf.constant(["u2"] * 6)}).numpy()
     assert not np.allclose(one, two)
+
+
+def test_training_logs_show_the_loss_once():
+    def history(**overrides):
+        model = YouTubeCandidateModel(_config(**overrides))
+        model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
+        dataset = tf.data.Dataset.from_tensor_slices(_batch()).batch(3)
+        return model.fit(dataset, epochs=1, verbose=0).history
+
+    assert sorted(history()) == ["loss"]
+    regularized = history(embedding_l2=1e-3)
+    assert sorted(regularized) == ["loss", "regularization_loss"]
+    assert regularized["regularization_loss"][0] > 0

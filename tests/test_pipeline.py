@@ -82,6 +82,10 @@ def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):
     assert len(metrics["train"]["validation_curve"]) == 1
     assert metrics["train"]["validation_users"] == 943
     assert "validation ndcg_at_10" in printed and "kept epoch 1" in printed
+    # Not a terminal: one Keras line for the one epoch, no progress-bar redraws, loss once.
+    keras_lines = [line for line in printed.splitlines() if " - loss: " in line]
+    assert len(keras_lines) == 1 and "\x08" not in printed and "\r" not in printed
+    assert "total_loss" not in printed and "regularization_loss" not in printed
     assert cli.main(["evaluate", str(out), "--k", "50"]) == 0
     assert "recall@50" in capsys.readouterr().out
 

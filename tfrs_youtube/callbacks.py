@@ -18,9 +18,9 @@ class FullCatalogueEarlyStopping(tf.keras.callbacks.Callback):
     user's earlier watches excluded, as `tfrs_youtube.evaluation.evaluate_model` does) and the
     chosen metric is compared with the best so far. After `patience` epochs without an
     improvement larger than `min_delta`, training stops; at the end the weights of the best
-    epoch are restored. Every validation metric is added to the epoch's logs as `val_<name>`,
+    epoch are restored. The monitored metric is added to the epoch's logs as `val_<monitor>`,
     so `tf.keras.callbacks.ReduceLROnPlateau` or `CSVLogger` placed after this callback can use
-    them.
+    it; every metric of every epoch is in `curve`.
 
     The validation set is each user's last training watch, cut from the training log by the
     paper's rules (`tfrs_youtube.pipeline.validation_split`); it must be scored against the
@@ -98,9 +98,9 @@ class FullCatalogueEarlyStopping(tf.keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         metrics = evaluate_model(self.model, self.validation, self.video_vocab, self.ks)
         self.curve.append({"epoch": epoch + 1, **metrics})
-        if logs is not None:
-            logs.update({f"val_{name}": value for name, value in metrics.items()})
         value = metrics[self.monitor]
+        if logs is not None:
+            logs[f"val_{self.monitor}"] = value
         if value > self.best_value + self.min_delta:
             self.best_epoch, self.best_value = epoch + 1, value
             if self.restore_best_weights:

@@ -83,6 +83,11 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "--patience", type=_positive_int, default=5,
         help="epochs without a better validation NDCG@10 before stopping. Default: 5",
     )
+    parser.add_argument(
+        "--verbose", action=argparse.BooleanOptionalAction, default=True,
+        help="Keras progress: a bar on a terminal, one line per epoch otherwise; --no-verbose "
+        "shows none (the validation line of each epoch remains). Default: on",
+    )
     parser.add_argument("--batch-size", type=_positive_int, default=256)
     parser.add_argument(
         "--num-sampled", type=_num_sampled, default="auto",
@@ -234,6 +239,7 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
         data, config, epochs=args.max_epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, learning_rate=args.learning_rate, seed=spec.seed,
         validation=validation, patience=args.patience, log=_say,
+        verbose="auto" if args.verbose else 0,
     )
     if validation is not None:
         _say(f"  kept epoch {train_info['chosen_epoch']} (best validation NDCG@10)")

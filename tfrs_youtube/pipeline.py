@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 import time
 from typing import Any, Callable, Mapping, Sequence
@@ -151,7 +152,7 @@ def train(
     batch_size: int = 256,
     optimizer: str = "adam",
     learning_rate: float = 0.003,
-    verbose: int = 1,
+    verbose: int | str = "auto",
     seed: int = 0,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
     validation: TrainingData | None = None,
@@ -169,6 +170,9 @@ def train(
     cosine decay from `learning_rate` to a tenth of it over `schedule_epochs` epochs (defaults
     to `epochs`), so a refit for the chosen number of epochs with the same `schedule_epochs`
     replays the schedule of the run that chose it.
+
+    `verbose` is Keras's: 0 silent, 1 a progress bar, 2 one line per epoch; "auto" (the
+    default) is 1 on a terminal and 2 otherwise, so a log file gets no progress-bar redraws.
 
     Returns the model and a dict with the per-epoch loss, the training time and, with
     validation, the chosen epoch and the validation curve.
@@ -204,6 +208,8 @@ def train(
         )
         callbacks.insert(0, stopper)
     start = time.perf_counter()
+    if verbose == "auto":
+        verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
     info: dict[str, Any] = {
