@@ -8,8 +8,10 @@ that differ only in their number of users (same videos, topics, days and seed), 
 holdout MAP@100 and Recall@100 after every epoch, side by side, then the depth-4 minus depth-0
 difference per size.
 
-Everything else is the package's default (`YouTubeCandidateConfig.from_training_data`, Adam
-0.003, sampled softmax); the batch is 1,024 as in the reproduction unless `--batch-size` says
+The network is the paper's, as in the reproduction's Figure 6 (`PAPER_ARCHITECTURE`: mean
+pooling, plain dot product, no dropout); everything else is the package's default
+(`YouTubeCandidateConfig.from_training_data`, Adam 0.003 with its cosine decay, sampled
+softmax); the batch is 1,024 as in the reproduction unless `--batch-size` says
 otherwise. Holdout: each user's last watch ranked over the whole catalogue, earlier watches
 excluded.
 
@@ -38,7 +40,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import tfrs_youtube  # noqa: E402, F401  (Keras 2 before TensorFlow)
 import tensorflow as tf  # noqa: E402
 from tfrs_youtube import pipeline  # noqa: E402
-from tfrs_youtube.config import FEATURE_SETS, YouTubeCandidateConfig  # noqa: E402
+from tfrs_youtube.config import (  # noqa: E402
+    FEATURE_SETS,
+    PAPER_ARCHITECTURE,
+    YouTubeCandidateConfig,
+)
 from tfrs_youtube.data import SyntheticConfig, build_examples, generate_synthetic_log  # noqa: E402
 from tfrs_youtube.evaluation import evaluate_model  # noqa: E402
 # isort: on
@@ -85,7 +91,7 @@ def run_size(num_users: int, args: argparse.Namespace) -> dict:
         for depth in args.depths:
             config = YouTubeCandidateConfig.from_training_data(
                 data, seed=args.seed, features=list(FEATURE_SETS[name]), depth=depth,
-                example_age_buckets=args.example_age_buckets,
+                example_age_buckets=args.example_age_buckets, **PAPER_ARCHITECTURE,
             )  # fmt: skip
             scorer = HoldoutEachEpoch(data, f"{name} depth {depth}")
             pipeline.train(
