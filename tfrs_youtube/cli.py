@@ -10,6 +10,12 @@ import time
 from typing import Sequence
 
 _DEFAULT_KS = (10, 50, 100)
+# Spelled out here so that parsing imports no TensorFlow; tests/test_cli.py checks each against
+# the library's own list.
+SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
+OPTIMIZERS = ("adam", "adagrad", "sgd")
+PRESETS = ("tiny", "default", "large")
+STUDIES = ("softmax", "freshness", "examples_per_user", "next_watch", "figure6", "ceiling")
 
 
 def _quiet_tensorflow() -> None:
@@ -33,6 +39,30 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
+
+
+def _number(low: float, high: float | None = None, low_inclusive: bool = True):
+    """An argparse type: a float in [low, high) (or (low, high) without `low_inclusive`)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        above = value >= low if low_inclusive else value > low
+        if not above or (high is not None and not value < high):
+            bound = f"{'[' if low_inclusive else '('}{low:g}, {'inf' if high is None else high}"
+            raise argparse.ArgumentTypeError(f"must be in {bound}), got {text}")
+        return value
+
+    return parse
 
 
 def _num_sampled(text: str) -> int | str | None:
@@ -59,10 +89,14 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
         "ratings.csv or RecBole .inter, or their folder). Default: synthetic.",
     )
     parser.add_argument(
-        "--preset", default="default", help="synthetic log size: tiny, default, large"
+        "--preset", default="default", choices=PRESETS,
+        help="synthetic log size. Default: default",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of data, sampling and init")
-    parser.add_argument("--max-history", type=_positive_int, default=50)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of data, sampling and init. Default: 0")
+    parser.add_argument("--max-history", type=_positive_int, default=50,
+                        help="most recent watches (and searches) of context (paper: 50). "
+                        "Default: 50")
     parser.add_argument(
         "--examples-per-user", type=_positive_int, default=None,
         help="cap on training examples per user (paper 3.4); default: all",
@@ -88,19 +122,22 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         help="Keras progress: a bar on a terminal, one line per epoch otherwise; --no-verbose "
         "shows none (the validation line of each epoch remains). Default: on",
     )
-    parser.add_argument("--batch-size", type=_positive_int, default=256)
+    parser.add_argument("--batch-size", type=_positive_int, default=256,
+                        help="examples per step. Default: 256")
     parser.add_argument(
         "--num-sampled", type=_num_sampled, default="auto",
         help="negatives per step; 'full' for the full softmax. Default: auto (1,024, at "
         "most half the catalogue)",
     )
     parser.add_argument(
-        "--sampler", default="log_uniform",
-        help="log_uniform, unigram, uniform, in_batch or mixed. Default: log_uniform",
+        "--sampler", default="log_uniform", choices=SAMPLERS,
+        help="negatives of the sampled softmax (mixed: sampled plus in-batch). "
+        "Default: log_uniform",
     )
     parser.add_argument("--no-logq", action="store_true", help="turn the logQ correction off")
     parser.add_argument("--depth", type=int, default=2, help="tower depth 0-4 (paper Figure 6)")
-    parser.add_argument("--embedding-dim", type=_positive_int, default=64)
+    parser.add_argument("--embedding-dim", type=_positive_int, default=64,
+                        help="size of the watch-history embeddings. Default: 64")
     parser.add_argument("--output-dim", type=_positive_int, default=64, help="size of u and v_j")
     parser.add_argument(
         "--features", type=_features, default="all",
@@ -108,10 +145,13 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "watches,search,example_age,demographics. Default: all",
     )
     parser.add_argument(
-        "--optimizer", default="adam",
-        help="adam, adagrad (faster for catalogues of millions) or sgd. Default: adam",
+        "--optimizer", default="adam", choices=OPTIMIZERS,
+        help="adagrad is faster for catalogues of millions. Default: adam",
     )
-    parser.add_argument("--learning-rate", type=float, default=0.003)
+    parser.add_argument("--learning-rate", type=_number(0.0, low_inclusive=False),
+                        default=0.003,
+                        help="initial learning rate, decayed by a cosine to a tenth. "
+                        "Default: 0.003")
     parser.add_argument(
         "--history-pooling", choices=["mean", "recency"], default="recency",
         help="'mean' (paper) or 'recency' (mean beside a position-weighted mean of the last "
@@ -123,15 +163,15 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "--l2-normalize", action=argparse.BooleanOptionalAction, default=True,
         help="cosine of u and v_j over --temperature, plus b_j. Default: on",
     )
-    parser.add_argument("--temperature", type=float, default=0.1,
+    parser.add_argument("--temperature", type=_number(0.0, low_inclusive=False), default=0.1,
                         help="temperature of --l2-normalize. Default: 0.1")
-    parser.add_argument("--dropout", type=float, default=0.3,
+    parser.add_argument("--dropout", type=_number(0.0, 1.0), default=0.3,
                         help="dropout between tower layers. Default: 0.3")
-    parser.add_argument("--input-dropout", type=float, default=0.3,
+    parser.add_argument("--input-dropout", type=_number(0.0, 1.0), default=0.3,
                         help="dropout on the tower's inputs. Default: 0.3")
-    parser.add_argument("--embedding-l2", type=float, default=0.0,
+    parser.add_argument("--embedding-l2", type=_number(0.0), default=0.0,
                         help="L2 factor of the input embedding tables. Default: 0")
-    parser.add_argument("--user-id-embedding-dim", type=int, default=0,
+    parser.add_argument("--user-id-embedding-dim", type=_non_negative_int, default=0,
                         help="size of a user-ID embedding fed to the tower; 0 for none "
                         "(the paper's). Default: 0")
 
@@ -141,17 +181,23 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="tfrs-youtube",
         description="YouTube's deep candidate generation network on TensorFlow Recommenders.",
     )
+    from tfrs_youtube import __version__
+
+    parser.add_argument("--version", action="version", version=f"tfrs-youtube {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train on a synthetic or MovieLens watch log")
     _add_data_args(train)
     _add_train_args(train)
-    train.add_argument("--output", default="runs/train", help="run directory to write")
-    train.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS))
+    train.add_argument("--output", default="runs/train",
+                       help="run directory to write. Default: runs/train")
+    train.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS),
+                       help="cutoffs of the holdout metrics. Default: 10 50 100")
 
     evaluate = commands.add_parser("evaluate", help="holdout Recall/MAP/NDCG@K of a run")
     evaluate.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
-    evaluate.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS))
+    evaluate.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS),
+                          help="cutoffs of the holdout metrics. Default: 10 50 100")
 
     export = commands.add_parser(
         "export", help="export a run as a TF Serving SavedModel version with a top-N signature"
@@ -163,28 +209,33 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="version number. Default: the next one")
     export.add_argument("--index", default="scann", choices=["scann", "brute_force"],
                         help="scann (needs ScaNN's ops in the server) or brute_force (core ops)")
-    export.add_argument("--k", type=_positive_int, default=100, help="most results per request")
+    export.add_argument("--k", type=_positive_int, default=100,
+                        help="most results per request. Default: 100")
 
     serve = commands.add_parser(
         "serve", help="serve a model base path over TF Serving's gRPC API (for local use)"
     )
     serve.add_argument("base_path", help="folder of integer versions, e.g. saved_models/NAME")
-    serve.add_argument("--model-name", required=True)
-    serve.add_argument("--port", type=int, default=8500)
+    serve.add_argument("--model-name", required=True, help="the name clients ask for")
+    serve.add_argument("--port", type=int, default=8500,
+                       help="gRPC port (TF Serving's convention). Default: 8500")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind. Default: 127.0.0.1")
 
     query = commands.add_parser("query", help="ask a TF Serving endpoint for recommendations")
-    query.add_argument("--target", default="localhost:8500", help="host:port of the server")
-    query.add_argument("--model-name", required=True)
+    query.add_argument("--target", default="localhost:8500",
+                       help="host:port of the server. Default: localhost:8500")
+    query.add_argument("--model-name", required=True, help="the served model's name")
     query.add_argument("--watch-history", nargs="+", required=True,
                        help="video IDs the user watched, oldest first")
-    query.add_argument("--search-tokens", nargs="*", default=None)
+    query.add_argument("--search-tokens", nargs="*", default=None,
+                       help="search tokens of the user. Default: none")
     query.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
                        help="a user feature, e.g. --feature geo=US --feature age=31; inputs "
                        "not given are sent empty (\"\" or 0)")
     query.add_argument("--k", type=_positive_int, default=None,
                        help="number of results (at most the exported maximum)")
-    query.add_argument("--timeout", type=float, default=10.0, help="deadline in seconds")
+    query.add_argument("--timeout", type=float, default=10.0,
+                       help="deadline in seconds. Default: 10")
 
     quickstart = commands.add_parser(
         "quickstart", help="generate the default synthetic log, train, evaluate, print"
@@ -192,8 +243,9 @@ def _build_parser() -> argparse.ArgumentParser:
     quickstart.add_argument("--output", default="runs/quickstart", help="run directory")
     quickstart.add_argument("--export-path", default="saved_models/quickstart",
                             help="TF Serving model base path of the export")
-    quickstart.add_argument("--epochs", type=_positive_int, default=3)
-    quickstart.add_argument("--seed", type=int, default=0)
+    quickstart.add_argument("--epochs", type=_positive_int, default=3,
+                            help="most epochs (early stopping on validation). Default: 3")
+    quickstart.add_argument("--seed", type=int, default=0, help="Default: 0")
 
     reproduce = commands.add_parser(
         "reproduce", help="regenerate docs/reproduction.md: the paper's findings, measured"
@@ -205,9 +257,9 @@ def _build_parser() -> argparse.ArgumentParser:
                            "for the studies that also run there. Default: synthetic log only")
     reproduce.add_argument("--quick", action="store_true",
                            help="tiny synthetic log and shallow depths (a minute or two)")
-    reproduce.add_argument("--seed", type=int, default=0)
-    reproduce.add_argument("--studies", nargs="+", default=None,
-                           help="run only these studies (default: all)")
+    reproduce.add_argument("--seed", type=int, default=0, help="Default: 0")
+    reproduce.add_argument("--studies", nargs="+", default=None, choices=STUDIES,
+                           help="run only these studies. Default: all")
     return parser
 
 

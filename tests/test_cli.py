@@ -1,0 +1,47 @@
+"""The command line's argument checks: choices match the library, bad values stop at parsing."""
+
+import pytest
+
+from tfrs_youtube import __version__, cli, pipeline
+from tfrs_youtube.data import SyntheticConfig
+from tfrs_youtube.reproduction import STUDIES
+from tfrs_youtube.tasks.samplers import SAMPLERS
+
+
+def test_choices_are_the_librarys():
+    assert sorted(cli.SAMPLERS) == sorted(SAMPLERS)
+    assert sorted(cli.OPTIMIZERS) == sorted(pipeline._OPTIMIZERS)
+    assert cli.STUDIES == STUDIES
+    for preset in cli.PRESETS:
+        SyntheticConfig.preset(preset)  # each one exists
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"tfrs-youtube {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--sampler", "zipf"], "argument --sampler: invalid choice: 'zipf'"),
+        (["train", "--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
+        (["train", "--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+        (["train", "--dropout", "1.5"], "argument --dropout: must be in [0, 1.0), got 1.5"),
+        (["train", "--input-dropout", "-0.1"], "argument --input-dropout: must be in"),
+        (["train", "--temperature", "0"], "argument --temperature: must be in (0, inf), got 0"),
+        (["train", "--learning-rate", "fast"], "argument --learning-rate: must be a number"),
+        (["train", "--embedding-l2", "-1"], "argument --embedding-l2: must be in [0, inf)"),
+        (["train", "--user-id-embedding-dim", "-1"], "must be an integer >= 0, got -1"),
+        (["train", "--patience", "0"], "argument --patience: must be a positive integer"),
+        (["reproduce", "--studies", "nope"], "argument --studies: invalid choice: 'nope'"),
+    ],
+)
+def test_bad_arguments_stop_at_parsing(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
