@@ -45,3 +45,20 @@ def test_bad_arguments_stop_at_parsing(argv, message, capsys):
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bad_arguments_are_refused_before_tensorflow_is_imported():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tfrs_youtube import cli\n"
+        "try:\n"
+        "    cli.main(['train', '--dropout', '2'])\n"
+        "except SystemExit as stop:\n"
+        "    print(stop.code, 'tensorflow' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["2", "False"], result.stderr[-500:]

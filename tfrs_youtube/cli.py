@@ -135,10 +135,12 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "Default: log_uniform",
     )
     parser.add_argument("--no-logq", action="store_true", help="turn the logQ correction off")
-    parser.add_argument("--depth", type=int, default=2, help="tower depth 0-4 (paper Figure 6)")
+    parser.add_argument("--depth", type=int, default=2,
+                        help="tower depth 0-4 (paper Figure 6). Default: 2")
     parser.add_argument("--embedding-dim", type=_positive_int, default=64,
                         help="size of the watch-history embeddings. Default: 64")
-    parser.add_argument("--output-dim", type=_positive_int, default=64, help="size of u and v_j")
+    parser.add_argument("--output-dim", type=_positive_int, default=64,
+                        help="size of u and v_j. Default: 64")
     parser.add_argument(
         "--features", type=_features, default="all",
         help="watches, search, example_age or all (paper Figure 6), or a comma list of "
