@@ -62,3 +62,24 @@ def test_bad_arguments_are_refused_before_tensorflow_is_imported():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=120)
     assert result.stdout.split() == ["2", "False"], result.stderr[-500:]
+
+
+def test_client_needs_neither_the_training_stack_nor_scann():
+    import subprocess
+    import sys
+
+    from tfrs_youtube.data import examples
+    from tfrs_youtube.serving import signatures
+
+    assert (signatures.WATCH_HISTORY_INPUT, signatures.SEARCH_TOKENS_INPUT,
+            signatures.EXAMPLE_AGE_INPUT) == (examples.WATCH_HISTORY, examples.SEARCH_TOKENS,
+                                              examples.EXAMPLE_AGE)
+    code = (
+        "import sys\n"
+        "import tfrs_youtube.serving.client\n"
+        "print(sorted(m for m in ('tensorflow_recommenders', 'scann', 'tfrs_youtube.models',"
+        " 'tfrs_youtube.export') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-500:]

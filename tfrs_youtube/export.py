@@ -21,6 +21,17 @@ import tensorflow as tf
 from tfrs_youtube.index import SCANN_OPTIONS, TopNIndex, scann_defaults, scann_settings
 from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
 from tfrs_youtube.models import EXAMPLE_AGE, WATCH_HISTORY, YouTubeCandidateModel
+from tfrs_youtube.serving.signatures import (
+    EXAMPLE_AGE_INPUT,
+    K_INPUT,
+    SCORES,
+    SERVING_DEFAULT,
+    TOP_K,
+    USER_EMBEDDING,
+    USER_EMBEDDING_OUTPUT,
+    VIDEO_IDS,
+    WARMUP_FILE,
+)
 
 __all__ = [
     "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "USER_EMBEDDING_OUTPUT",
@@ -29,15 +40,6 @@ __all__ = [
     "TopNIndex",
 ]
 
-SERVING_DEFAULT = "serving_default"
-TOP_K = "top_k"
-USER_EMBEDDING = "user_embedding"
-VIDEO_IDS = "video_ids"
-SCORES = "scores"
-USER_EMBEDDING_OUTPUT = "user_embedding"
-K_INPUT = "k"
-EXAMPLE_AGE_INPUT = EXAMPLE_AGE
-WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 INDEX_KINDS = ("scann", "brute_force")
 
 def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.TensorSpec]:

@@ -25,8 +25,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tfrs_youtube.data.examples import SEARCH_TOKENS, WATCH_HISTORY
-from tfrs_youtube.export import (
+from tfrs_youtube.serving.signatures import (
     EXAMPLE_AGE_INPUT,
     K_INPUT,
     SCORES,
@@ -34,6 +33,8 @@ from tfrs_youtube.export import (
     TOP_K,
     VIDEO_IDS,
 )
+from tfrs_youtube.serving.signatures import SEARCH_TOKENS_INPUT as SEARCH_TOKENS
+from tfrs_youtube.serving.signatures import WATCH_HISTORY_INPUT as WATCH_HISTORY
 
 __all__ = ["Client", "Recommendations", "ServingError"]
 
