@@ -1,5 +1,8 @@
 """The command line's argument checks: choices match the library, bad values stop at parsing."""
 
+import subprocess
+import sys
+
 import pytest
 
 from tfrs_youtube import __version__, cli, pipeline
@@ -47,10 +50,15 @@ def test_bad_arguments_stop_at_parsing(argv, message, capsys):
     assert message in err and "Traceback" not in err
 
 
-def test_bad_arguments_are_refused_before_tensorflow_is_imported():
-    import subprocess
-    import sys
+def _fresh_python(code, timeout):
+    """Runs `code` in a new interpreter (nothing imported yet); returns its stdout lines."""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stderr[-500:]
+    return result.stdout.strip().splitlines()
 
+
+def test_bad_arguments_are_refused_before_tensorflow_is_imported():
     code = (
         "import sys\n"
         "from tfrs_youtube import cli\n"
@@ -59,15 +67,10 @@ def test_bad_arguments_are_refused_before_tensorflow_is_imported():
         "except SystemExit as stop:\n"
         "    print(stop.code, 'tensorflow' in sys.modules)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
-    assert result.stdout.split() == ["2", "False"], result.stderr[-500:]
+    assert _fresh_python(code, timeout=120)[-1].split() == ["2", "False"]
 
 
 def test_client_needs_neither_the_training_stack_nor_scann():
-    import subprocess
-    import sys
-
     from tfrs_youtube.data import examples
     from tfrs_youtube.serving import signatures
 
@@ -80,6 +83,4 @@ def test_client_needs_neither_the_training_stack_nor_scann():
         "print(sorted(m for m in ('tensorflow_recommenders', 'scann', 'tfrs_youtube.models',"
         " 'tfrs_youtube.export') if m in sys.modules))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
-    assert result.stdout.strip().splitlines()[-1] == "[]", result.stderr[-500:]
+    assert _fresh_python(code, timeout=300)[-1] == "[]"
