@@ -23,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube.callbacks import FullCatalogueEarlyStopping
 from tfrs_youtube.config import YouTubeCandidateConfig
 from tfrs_youtube.data import (
     SyntheticConfig,
@@ -177,8 +178,6 @@ def train(
     Returns the model and a dict with the per-epoch loss, the training time and, with
     validation, the chosen epoch and the validation curve.
     """
-    from tfrs_youtube.callbacks import FullCatalogueEarlyStopping
-
     if epochs < 1:
         raise ValueError(f"`epochs` must be at least 1. Received: epochs={epochs}")
     if batch_size < 1:
