@@ -111,10 +111,22 @@ def test_input_dropout_only_in_training():
 def test_l2_normalize_gives_unit_rows_of_the_relu_output():
     tower = UserTower(hidden_units=[16, 4], l2_normalize=True)
     inputs, concat = features_dict()
+    tower(inputs)
+    # Fixed weights: a non-negative last kernel and a positive bias give every row a positive
+    # output, whatever the first layer's ReLU zeroes.
+    first, last = tower.dense_layers
+    first.set_weights([RNG.normal(size=(6, 16)).astype(np.float32), np.zeros(16, np.float32)])
+    last.set_weights([np.abs(RNG.normal(size=(16, 4))).astype(np.float32),
+                      np.array([0.5, 0.5, 0.5, 0.5], np.float32)])
     got = tower(inputs).numpy()
     plain = reference(concat, tower)
+    assert np.all(np.linalg.norm(plain, axis=1) > 0)
     np.testing.assert_allclose(got, plain / np.linalg.norm(plain, axis=1, keepdims=True),
                                rtol=1e-5, atol=1e-6)
+    # Rows the ReLU zeroes stay zero (no NaN from 0 / 0).
+    last.set_weights([last.get_weights()[0], np.full(4, -1e6, np.float32)])
+    zero = tower(inputs).numpy()
+    assert np.all(np.isfinite(zero)) and np.all(zero == 0.0)
     assert UserTower.from_config(tower.get_config()).l2_normalize
 
 
