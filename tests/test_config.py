@@ -52,7 +52,7 @@ def test_feature_sets_follow_figure_6():
             dict(tie_embeddings=True, embedding_dim=8, output_dim=16),
             r"`tie_embeddings=True` needs `embedding_dim == output_dim`",
         ),
-        (dict(history_pooling="attention"), r"Unknown history_pooling 'attention'"),
+        (dict(history_pooling="lstm"), r"Unknown history_pooling 'lstm'"),
         (dict(recency_window=0), r"`recency_window` must be an int >= 1.*recency_window=0"),
         (dict(dropout=1.0), r"`dropout` must be in \[0, 1\). Received: dropout=1.0"),
         (dict(input_dropout=-0.1), r"`input_dropout` must be in \[0, 1\)"),

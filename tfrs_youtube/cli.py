@@ -155,12 +155,12 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="initial learning rate, decayed by a cosine to a tenth. "
                         "Default: 0.003")
     parser.add_argument(
-        "--history-pooling", choices=["mean", "recency"], default="recency",
-        help="'mean' (paper) or 'recency' (mean beside a position-weighted mean of the last "
-        "watches). Default: recency",
+        "--history-pooling", choices=["mean", "recency", "attention"], default="recency",
+        help="'mean' (paper), 'recency' (mean beside a position-weighted mean of the last "
+        "watches) or 'attention' (weighted also by likeness to the latest). Default: recency",
     )
     parser.add_argument("--recency-window", type=_positive_int, default=10,
-                        help="watches weighted by position with 'recency'. Default: 10")
+                        help="watches weighted with 'recency' or 'attention'. Default: 10")
     parser.add_argument(
         "--l2-normalize", action=argparse.BooleanOptionalAction, default=True,
         help="cosine of u and v_j over --temperature, plus b_j. Default: on",

@@ -18,7 +18,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 }
 _FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
 _SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
-HISTORY_POOLINGS = ("mean", "recency")
+HISTORY_POOLINGS = ("mean", "recency", "attention")
 
 # The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no
 # dropout. The defaults differ where validation on MovieLens chose otherwise (README, "Quality");
@@ -53,10 +53,11 @@ class YouTubeCandidateConfig:
         hidden_units: list of int. Free tower widths; overrides `depth`.
         max_history: int. Most recent watches (and searches) kept; the paper uses 50.
         combiner: str. How bags are pooled: "mean" (paper), "sum", "sqrtn" or "max".
-        history_pooling: str. "mean" (the paper's average of the watch history) or "recency"
+        history_pooling: str. "mean" (the paper's average of the watch history), "recency"
             (`RecencyPooler`: that average next to a learned position-weighted average of the
-            last `recency_window` watches).
-        recency_window: int. Most recent watches weighted by position with "recency".
+            last `recency_window` watches) or "attention" (the same, weighted also by each
+            watch's likeness to the latest one).
+        recency_window: int. Most recent watches weighted with "recency" or "attention".
         features: list of str. Feature groups fed to the tower, any of "watches", "search",
             "example_age", "demographics".
         search_vocabulary: list of str. Search tokens (unigrams and bigrams).

@@ -108,12 +108,14 @@ class YouTubeCandidateModel(tfrs.Model):
         """The watch-history pooler; its vocabulary also maps the labels.
 
         `history_pooling="mean"` is the paper's average (`HistoryEmbeddingPooler`), "recency"
-        adds a position-weighted average of the last `recency_window` watches (`RecencyPooler`).
+        adds a position-weighted average of the last `recency_window` watches (`RecencyPooler`),
+        "attention" weights them by position and by likeness to the latest watch.
         """
         c = self.config
         recency = {}
-        if c.history_pooling == "recency":
-            recency = {"recency_window": c.recency_window}
+        if c.history_pooling in ("recency", "attention"):
+            recency = {"recency_window": c.recency_window,
+                       "attention": c.history_pooling == "attention"}
         return (RecencyPooler if recency else HistoryEmbeddingPooler)(
             **recency,
             output_dim=c.embedding_dim,

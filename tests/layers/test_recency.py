@@ -9,8 +9,11 @@ from tfrs_youtube.layers import HistoryEmbeddingPooler, RecencyPooler
 VOCAB = ["a", "b", "c", "d", "e"]
 
 
-def reference(table, rows_of_ids, logits, window):
-    """[mean of all known rows, softmax(logits by distance from the end) over the last window]."""
+def reference(table, rows_of_ids, logits, window, query_kernel=None, key_kernel=None):
+    """[mean of all known rows, softmax(logits by distance from the end) over the last window].
+
+    With kernels, each recent row's logit adds (latest @ Wq) . (row @ Wk) / sqrt(d).
+    """
     out = []
     for ids in rows_of_ids:
         rows = np.array([table[VOCAB.index(i) + 1] for i in ids if i in VOCAB])
@@ -19,7 +22,10 @@ def reference(table, rows_of_ids, logits, window):
             continue
         last = rows[-window:]
         back = np.arange(len(last))[::-1]  # 0 for the most recent
-        w = np.exp(logits[back]) / np.exp(logits[back]).sum()
+        z = logits[back]
+        if query_kernel is not None:
+            z = z + (last @ key_kernel) @ (rows[-1] @ query_kernel) / np.sqrt(table.shape[1])
+        w = np.exp(z) / np.exp(z).sum()
         out.append(np.r_[rows.mean(0), (last * w[:, None]).sum(0)])
     return np.array(out)
 
@@ -85,6 +91,35 @@ def test_gradient_reaches_position_logits_and_table():
 def test_invalid_window():
     with pytest.raises(ValueError, match="recency_window"):
         RecencyPooler(output_dim=2, vocabulary=VOCAB, recency_window=0)
+    with pytest.raises(ValueError, match="attention=1"):
+        RecencyPooler(output_dim=2, vocabulary=VOCAB, attention=1)
+
+
+def test_attention_matches_numpy_reference_and_starts_as_position_only():
+    bags = [["a", "b", "c", "d", "e"], ["b", "", "", "", ""], ["zzz", "c", "a", "", ""],
+            ["", "", "", "", ""], ["e", "a", "d", "b", ""]]
+    padded = tf.constant(bags)
+    pooler = make(attention=True)
+    plain = make()
+    # W_q starts at zero: the output is the position-only pooler's.
+    np.testing.assert_allclose(pooler(padded).numpy(), plain(padded).numpy(), rtol=1e-6)
+    rng = np.random.default_rng(1)
+    pooler.query_kernel.assign(rng.normal(size=(4, 4)).astype(np.float32))
+    pooler.key_kernel.assign(rng.normal(size=(4, 4)).astype(np.float32))
+    got = pooler(padded).numpy()
+    expected = reference(pooler.embedding.embeddings.numpy(), bags, pooler.position_logits.numpy(),
+                         3, pooler.query_kernel.numpy(), pooler.key_kernel.numpy())
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, plain(padded).numpy())
+    assert RecencyPooler.from_config(pooler.get_config()).attention
+
+
+def test_attention_query_kernel_gets_a_gradient_from_the_start():
+    pooler = make(attention=True)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(pooler(tf.constant([["a", "b", "c"]])) ** 2)
+    grad = tape.gradient(loss, pooler.query_kernel)
+    assert np.abs(grad.numpy()).sum() > 0
 
 
 def test_in_functional_model_and_config_round_trip():

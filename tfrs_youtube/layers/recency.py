@@ -23,12 +23,19 @@ class RecencyPooler(HistoryEmbeddingPooler):
     learned logit per position, normalized over the positions a row has. `w` starts at zero
     (an average of the last `recency_window` items) and training learns how fast it decays.
 
+    With `attention=True` the weight of a recent item also depends on what it is: its logit
+    is `w_p + (W_q e_last) . (W_k e_p) / sqrt(d)`, a single-head attention whose query is the
+    most recent item, so the pooled vector leans to the recent items that resemble the latest.
+    `W_q` (`d x d`) starts at zero and `W_k` at random, so training starts from the
+    position-only pooler and `W_q` still gets a gradient.
+
     Everything else (string or integer IDs, padding and unknown IDs dropped, `max_length`,
     sharing, sparse gradients of the table) is `HistoryEmbeddingPooler`'s; `output_dim` stays
     the table's width and the output has twice that width.
 
     Args:
         recency_window: int >= 1. Most recent items weighted by position. Defaults to 10.
+        attention: bool. Add the content term above to the position logits. Defaults to False.
         **kwargs: `HistoryEmbeddingPooler` arguments (`output_dim`, `vocabulary` or
             `input_dim`, `combiner`, `max_length`, `embeddings_initializer`, ...).
 
@@ -53,11 +60,15 @@ class RecencyPooler(HistoryEmbeddingPooler):
     True
     """
 
-    def __init__(self, recency_window: int = 10, **kwargs: Any) -> None:
+    def __init__(self, recency_window: int = 10, attention: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         _check_int("recency_window", recency_window, 1)
+        if not isinstance(attention, bool):
+            raise ValueError(f"`attention` must be a bool. Received: attention={attention!r}")
         self.recency_window = recency_window
+        self.attention = attention
         self.position_logits = None
+        self.query_kernel = self.key_kernel = None
 
     def build(self, input_shape: Any = None) -> None:
         if self.position_logits is None:
@@ -67,6 +78,12 @@ class RecencyPooler(HistoryEmbeddingPooler):
                 initializer="zeros",
                 trainable=True,
             )
+        if self.attention and self.query_kernel is None:
+            shape = (self.output_dim, self.output_dim)
+            self.query_kernel = self.add_weight(name="query_kernel", shape=shape,
+                                                initializer="zeros", trainable=True)
+            self.key_kernel = self.add_weight(name="key_kernel", shape=shape,
+                                              initializer="glorot_uniform", trainable=True)
         super().build(input_shape)
 
     def call(self, inputs: Any) -> tf.Tensor:
@@ -78,6 +95,15 @@ class RecencyPooler(HistoryEmbeddingPooler):
         recent = back < self.recency_window
         rows_r, ids_r = tf.boolean_mask(rows, recent), tf.boolean_mask(row_ids, recent)
         logits = tf.gather(tf.cast(self.position_logits, rows.dtype), tf.boolean_mask(back, recent))
+        if self.attention:
+            # The query is each row's latest item (back == 0): one per non-empty row.
+            latest = tf.math.unsorted_segment_sum(
+                rows_r * tf.cast(tf.boolean_mask(back, recent) == 0, rows.dtype)[:, None],
+                ids_r, num_rows)
+            queries = tf.gather(latest @ tf.cast(self.query_kernel, rows.dtype), ids_r)
+            keys = rows_r @ tf.cast(self.key_kernel, rows.dtype)
+            scale = tf.cast(self.output_dim, rows.dtype) ** -0.5
+            logits = logits + tf.reduce_sum(queries * keys, axis=-1) * scale
         # A softmax per row over the positions it has.
         logits = logits - tf.gather(tf.math.unsorted_segment_max(logits, ids_r, num_rows), ids_r)
         weights = tf.exp(logits)
@@ -89,4 +115,5 @@ class RecencyPooler(HistoryEmbeddingPooler):
         return tf.TensorShape([tf.TensorShape(input_shape)[0], 2 * self.output_dim])
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "recency_window": self.recency_window}
+        return {**super().get_config(), "recency_window": self.recency_window,
+                "attention": self.attention}
