@@ -59,7 +59,8 @@ def test_load_run_rejects_other_directories(tmp_path):
 
 
 def test_bad_source_and_arguments(tmp_path):
-    with pytest.raises(ValueError, match="`source` must be 'synthetic' or an existing MovieLens"):
+    with pytest.raises(ValueError, match="`source` must be 'synthetic', a MovieLens path or a "
+                       "CSV, TSV or Parquet watch log, and it does not exist"):
         pipeline.load_log(pipeline.DataSpec(source=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
         pipeline.make_optimizer("rmsprop", 0.1)
@@ -82,9 +83,11 @@ def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):
     assert len(metrics["train"]["validation_curve"]) == 1
     assert metrics["train"]["validation_users"] == 943
     assert "validation ndcg_at_10" in printed and "kept epoch 1" in printed
-    # Not a terminal: one Keras line for the one epoch, no progress-bar redraws, loss once.
-    keras_lines = [line for line in printed.splitlines() if " - loss: " in line]
-    assert len(keras_lines) == 1 and "\x08" not in printed and "\r" not in printed
+    # Not a terminal: one line for the one epoch, none of Keras's, no progress-bar redraws.
+    epoch_lines = [line for line in printed.splitlines() if line.startswith("  epoch ")]
+    assert len(epoch_lines) == 1 and epoch_lines[0].startswith("  epoch 1/1: loss ")
+    assert " - loss: " not in printed and "Epoch 1/1" not in printed
+    assert "\x08" not in printed and "\r" not in printed
     assert "total_loss" not in printed and "regularization_loss" not in printed
     assert cli.main(["evaluate", str(out), "--k", "50"]) == 0
     assert "recall@50" in capsys.readouterr().out

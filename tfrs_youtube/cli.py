@@ -73,6 +73,19 @@ def _num_sampled(text: str) -> int | str | None:
     return _positive_int(text)
 
 
+def _column_name(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a column name must not be empty")
+    return text
+
+
+def _column_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
 def _features(text: str) -> list[str]:
     from tfrs_youtube.config import FEATURE_SETS
 
@@ -85,8 +98,24 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         default="synthetic",
-        help="'synthetic' (built-in generator) or a MovieLens path (u.data, ratings.dat, "
-        "ratings.csv or RecBole .inter, or their folder). Default: synthetic.",
+        help="'synthetic' (built-in generator), a MovieLens path (u.data, ratings.dat, "
+        "ratings.csv or RecBole .inter, or their folder), or your own watch log: a .csv, .tsv "
+        "or .parquet file with user_id, video_id and timestamp (seconds or ISO dates) columns, "
+        "optional search_query and user feature columns (docs/data.md). Default: synthetic.",
+    )
+    for name, what in (("user", "user ID"), ("video", "video ID"),
+                       ("timestamp", "time (seconds or ISO dates)"),
+                       ("search", "search query")):
+        default = {"user": "user_id", "video": "video_id", "search": "search_query"}.get(
+            name, name)
+        parser.add_argument(
+            f"--{name}-column", type=_column_name, default=None, metavar="NAME",
+            help=f"your log's {what} column. Default: {default}",
+        )
+    parser.add_argument(
+        "--user-features", type=_column_names, default=None, metavar="A,B",
+        help="your log's further user feature columns, comma-separated (geo, device, gender, "
+        "age and logged_in are taken when present). Default: none",
     )
     parser.add_argument(
         "--preset", default="default", choices=PRESETS,
@@ -273,7 +302,7 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
 
     source = "synthetic log" if spec.source == "synthetic" else spec.source
     _say(f"Loading {source} and building examples (paper 3.4) ...")
-    log = pipeline.load_log(spec)
+    log = pipeline.load_log(spec, report=lambda line: _say(f"  {line}"))
     data = pipeline.prepare_data(spec, log)
     _say(
         f"  {len(data.train):,} training examples, {len(data.holdout):,} holdout users, "
@@ -311,9 +340,14 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
 def _cmd_train(args: argparse.Namespace) -> int:
     from tfrs_youtube import pipeline
 
+    columns = {schema: column for schema, column in (
+        ("user_id", args.user_column), ("video_id", args.video_column),
+        ("timestamp", args.timestamp_column), ("search_query", args.search_column),
+    ) if column is not None}
     spec = pipeline.DataSpec(
         source=args.data, preset=args.preset, seed=args.seed, max_history=args.max_history,
-        examples_per_user=args.examples_per_user,
+        examples_per_user=args.examples_per_user, columns=columns or None,
+        user_features=args.user_features,
     )
     overrides = dict(
         sampler=args.sampler, logq_correction=not args.no_logq,

@@ -26,6 +26,7 @@ import tensorflow as tf
 from tfrs_youtube.callbacks import FullCatalogueEarlyStopping
 from tfrs_youtube.config import YouTubeCandidateConfig
 from tfrs_youtube.data import (
+    LOG_FORMATS,
     SyntheticConfig,
     TrainingData,
     Vocabulary,
@@ -33,7 +34,9 @@ from tfrs_youtube.data import (
     build_examples,
     generate_synthetic_log,
     load_movielens,
+    load_watch_log,
 )
+from tfrs_youtube.data.logs import log_format
 from tfrs_youtube.evaluation import (
     evaluate_scorer,
     model_ranks,
@@ -65,7 +68,9 @@ class DataSpec:
     """Where a watch log comes from and how examples are built from it.
 
     `source` is "synthetic" (the built-in generator; `preset` and `seed` pick its size and
-    randomness) or a path to MovieLens files.
+    randomness), a path to MovieLens files, or a watch log of your own: a CSV, TSV or
+    Parquet file read by `load_watch_log`, with `columns` mapping its column names and
+    `user_features` naming further user feature columns.
     """
 
     source: str = "synthetic"
@@ -74,17 +79,49 @@ class DataSpec:
     max_history: int = 50
     examples_per_user: int | None = None
     min_history: int = 0
+    columns: dict[str, str] | None = None
+    user_features: list[str] | None = None
 
 
-def load_log(spec: DataSpec) -> WatchLog:
-    """Loads or generates the watch log that `spec` names."""
+def _is_movielens_file(path: pathlib.Path) -> bool:
+    if path.name in ("u.data", "ratings.dat") or path.suffix == ".inter":
+        return True
+    if path.name == "ratings.csv":  # MovieLens' own header, else a log that is named so
+        with open(path, encoding="latin-1") as file:
+            return "movieId" in file.readline()
+    return False
+
+
+def load_log(spec: DataSpec, report: Callable[[str], None] | None = None) -> WatchLog:
+    """Loads or generates the watch log that `spec` names.
+
+    `report`, when given, receives a one-line account of a file of your own: rows read,
+    watches, searches, users, and the rows dropped by reason.
+    """
     if spec.source == "synthetic":
         return generate_synthetic_log(SyntheticConfig.preset(spec.preset), seed=spec.seed).log
     path = pathlib.Path(spec.source)
     if not path.exists():
         raise ValueError(
-            f"`source` must be 'synthetic' or an existing MovieLens path. Received: "
-            f"source={spec.source!r}"
+            f"`source` must be 'synthetic', a MovieLens path or a CSV, TSV or Parquet watch "
+            f"log, and it does not exist. Received: source={spec.source!r}"
+        )
+    if path.is_file() and not _is_movielens_file(path):
+        if log_format(path) is None:
+            raise ValueError(
+                f"`source` is neither a MovieLens ratings file nor a watch log ending in "
+                f"{sorted(LOG_FORMATS)}. Received: source={spec.source!r}"
+            )
+        log, account = load_watch_log(path, columns=spec.columns,
+                                      user_features=spec.user_features)
+        if report is not None:
+            report(account.summary())
+        return log
+    if spec.columns or spec.user_features:
+        raise ValueError(
+            "`columns` and `user_features` apply to a CSV, TSV or Parquet watch log, not to "
+            f"MovieLens files. Received: source={spec.source!r}, columns={spec.columns!r}, "
+            f"user_features={spec.user_features!r}"
         )
     return load_movielens(path)
 
@@ -142,6 +179,29 @@ def make_optimizer(
     raise ValueError(f"Unknown optimizer {name!r}; expected one of {list(_OPTIMIZERS)}.")
 
 
+class _EpochLines(tf.keras.callbacks.Callback):
+    """One line per epoch to `log`: the loss, the validation metric and the epoch's time."""
+
+    def __init__(self, log: Callable[[str], None], epochs: int,
+                 stopper: FullCatalogueEarlyStopping | None) -> None:
+        super().__init__()
+        self.log, self.epochs, self.stopper, self.start = log, epochs, stopper, 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        parts = [f"loss {(logs or {}).get('loss', float('nan')):.4f}"]
+        if self.stopper is not None and self.stopper.curve:
+            monitor = self.stopper.monitor
+            parts.append(
+                f"validation {monitor} {self.stopper.curve[-1][monitor]:.4f} (best "
+                f"{self.stopper.best_value:.4f} at epoch {self.stopper.best_epoch})"
+            )
+        seconds = time.perf_counter() - self.start
+        self.log(f"  epoch {epoch + 1}/{self.epochs}: {', '.join(parts)} ({seconds:.1f} s)")
+
+
 def _input_keys(model: YouTubeCandidateModel) -> list[str]:
     return sorted(set(model.feature_layers) | {LABEL})
 
@@ -173,7 +233,8 @@ def train(
     replays the schedule of the run that chose it.
 
     `verbose` is Keras's: 0 silent, 1 a progress bar, 2 one line per epoch; "auto" (the
-    default) is 1 on a terminal and 2 otherwise, so a log file gets no progress-bar redraws.
+    default) is Keras's progress bar on a terminal and otherwise one line per epoch to `log`
+    (loss, validation metric, seconds), so a log file gets no progress-bar redraws.
 
     Returns the model and a dict with the per-epoch loss, the training time and, with
     validation, the chosen epoch and the validation curve.
@@ -200,15 +261,20 @@ def train(
         batch_size=batch_size, shuffle=True, seed=seed, keys=_input_keys(model)
     )
     callbacks = list(callbacks)
+    lines = verbose == "auto" and not sys.stdout.isatty()
     stopper = None
     if validation is not None:
         stopper = FullCatalogueEarlyStopping(
-            validation.holdout, validation.video_vocab, patience=patience, log=log
+            validation.holdout, validation.video_vocab, patience=patience,
+            log=None if lines else log,
         )
         callbacks.insert(0, stopper)
+    if lines:  # one line per epoch, ours, in place of Keras's two
+        callbacks.append(_EpochLines(log, epochs, stopper))
+        verbose = 0
+    elif verbose == "auto":
+        verbose = 1
     start = time.perf_counter()
-    if verbose == "auto":
-        verbose = 1 if sys.stdout.isatty() else 2
     history = model.fit(dataset, epochs=epochs, verbose=verbose, callbacks=callbacks)
     seconds = time.perf_counter() - start
     info: dict[str, Any] = {

@@ -1,9 +1,9 @@
 """Watch logs and the paper's training examples (DESIGN.md section 4).
 
-Sources produce a `WatchLog` (`load_movielens`, `generate_synthetic_log`, or your own
-DataFrames); `build_examples` turns it into training and holdout examples with the
-vocabularies the model needs. Pure NumPy/pandas: TensorFlow is only imported by
-`ExampleSet.to_dataset`.
+Sources produce a `WatchLog` (`load_movielens`, `load_watch_log` for a CSV, TSV or Parquet
+log of your own, `generate_synthetic_log`, or your own DataFrames); `build_examples` turns it
+into training and holdout examples with the vocabularies the model needs. Pure NumPy/pandas:
+TensorFlow is only imported by `ExampleSet.to_dataset`.
 """
 
 from tfrs_youtube.data.examples import (
@@ -15,6 +15,7 @@ from tfrs_youtube.data.examples import (
     TrainingData,
     build_examples,
 )
+from tfrs_youtube.data.logs import LOG_FORMATS, LoadReport, load_watch_log
 from tfrs_youtube.data.movielens import (
     MOVIELENS_ARCHIVES,
     MOVIELENS_ENV,
@@ -51,6 +52,7 @@ __all__ = [
     "GEO",
     "LABEL",
     "LOGGED_IN",
+    "LOG_FORMATS",
     "MOVIELENS_ARCHIVES",
     "SEARCH_QUERY",
     "SEARCH_TOKENS",
@@ -60,6 +62,7 @@ __all__ = [
     "VIDEO_ID",
     "WATCH_HISTORY",
     "ExampleSet",
+    "LoadReport",
     "SyntheticConfig",
     "SyntheticLog",
     "SyntheticTruth",
@@ -72,4 +75,5 @@ __all__ = [
     "MOVIELENS_ENV",
     "generate_synthetic_log",
     "load_movielens",
+    "load_watch_log",
 ]
