@@ -26,10 +26,11 @@ user-ID embedding against movie-ID embedding, in-batch softmax).
 Usage: python benchmarks/quality_ml100k.py [PATH] [--seeds 0 1 2] [--set KEY=VALUE ...]
     [--validation-only]
 PATH defaults to ../shared/data/ml-100k. `--set` changes one setting of `youtube_dnn` (a
-`YouTubeCandidateConfig` field, or `learning_rate`, `batch_size`, `epochs`, `patience`,
-`optimizer` of `pipeline.train`; VALUE is JSON, else a string): the measurements behind the
-defaults, which are read on validation only, so they run with `--validation-only` (no refit,
-no test figures, no baselines).
+`YouTubeCandidateConfig` field; `learning_rate`, `batch_size`, `epochs`, `patience`,
+`optimizer`, `ema_momentum` of `pipeline.train`; or `max_history`, `examples_per_user` of the
+examples; VALUE is JSON, else a string): the measurements behind the defaults, which are read
+on validation only, so they run with `--validation-only` (no refit, no test figures, no
+baselines).
 """
 
 from __future__ import annotations
@@ -87,12 +88,13 @@ def protocol_log(path: str) -> WatchLog:
     return WatchLog(watches.drop(columns="_item").reset_index(drop=True), None, log.users)
 
 
-TRAIN_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "optimizer")
+TRAIN_KEYS = ("learning_rate", "batch_size", "epochs", "patience", "optimizer", "ema_momentum")
+DATA_KEYS = ("max_history", "examples_per_user")  # `pipeline.DataSpec`; max_history also config
 
 
-def parse_settings(items: list[str]) -> tuple[dict, dict]:
-    """`KEY=VALUE` strings as (config overrides, `pipeline.train` arguments)."""
-    config, train = {}, {}
+def parse_settings(items: list[str]) -> tuple[dict, dict, dict]:
+    """`KEY=VALUE` strings as (config overrides, `pipeline.train` arguments, data options)."""
+    config, train, data = {}, {}, {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep:
@@ -101,15 +103,21 @@ def parse_settings(items: list[str]) -> tuple[dict, dict]:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        (train if key in TRAIN_KEYS else config)[key] = value
-    return config, train
+        if key in DATA_KEYS:
+            data[key] = value
+            if key == "max_history":
+                config[key] = value
+        else:
+            (train if key in TRAIN_KEYS else config)[key] = value
+    return config, train, data
 
 
 def run(
-    log: WatchLog, seed: int, config_overrides: dict, train_options: dict, test: bool = True
+    log: WatchLog, seed: int, config_overrides: dict, train_options: dict, test: bool = True,
+    data_options: dict | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Validation (and, with `test`, test) metrics of every row for one seed."""
-    spec = pipeline.DataSpec(source="movielens", seed=seed)
+    spec = pipeline.DataSpec(source="movielens", seed=seed, **(data_options or {}))
     validation = pipeline.validation_split(spec, log)
     full = pipeline.prepare_data(spec, log)
     out: dict[str, dict[str, dict[str, float]]] = {}
@@ -193,11 +201,12 @@ def main() -> None:
     parser.add_argument("--validation-only", action="store_true",
                         help="select on validation only: no refit, test or baselines")
     args = parser.parse_args()
-    config_overrides, train_options = parse_settings(args.settings)
+    config_overrides, train_options, data_options = parse_settings(args.settings)
 
     log = protocol_log(args.path)
     runs = [
-        run(log, seed, config_overrides, train_options, test=not args.validation_only)
+        run(log, seed, config_overrides, train_options, test=not args.validation_only,
+            data_options=data_options)
         for seed in args.seeds
     ]
     summary = summarize(runs)
@@ -207,6 +216,9 @@ def main() -> None:
     print(table(summary))
     epochs = [r["youtube_dnn"]["validation"]["epoch"] for r in runs]
     print(f"youtube_dnn chosen epochs: {epochs}")
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps({"seeds": args.seeds, "runs": runs,
+                                                       "summary": summary}, indent=1))
     if args.validation_only:
         return
     print("\nPublic figures on the same protocol (test, one seed): Recall@10 / NDCG@10 / "
@@ -216,9 +228,6 @@ def main() -> None:
           f"{ours['ndcg_at_10'][0]:.3f} / {ours['recall_at_100'][0]:.3f}")
     for name, (r10, n10, r100) in REFERENCES.items():
         print(f"  {name}: {r10:.3f} / {n10:.3f} / {r100:.3f}")
-    if args.json:
-        pathlib.Path(args.json).write_text(json.dumps({"seeds": args.seeds, "runs": runs,
-                                                       "summary": summary}, indent=1))
 
 
 if __name__ == "__main__":

@@ -74,3 +74,50 @@ def test_stops_after_patience_and_restores_best():
 def test_invalid_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         FullCatalogueEarlyStopping(None, None, **kwargs)
+
+
+class _Averages(tf.keras.callbacks.Callback):
+    """Records, after the stopper, the training weights and the optimizer's averages."""
+
+    def __init__(self):
+        super().__init__()
+        self.training, self.averages = [], []
+
+    def on_epoch_end(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        variables = self.model.trainable_variables
+        self.training.append([v.numpy() for v in variables])
+        self.averages.append([
+            optimizer._model_variables_moving_average[
+                optimizer._index_dict[optimizer._var_key(v)]].numpy() for v in variables])
+
+
+def test_moving_averages_are_scored_and_restored_and_training_resumes_from_its_weights():
+    data = _data()
+    config = YouTubeCandidateConfig.from_training_data(
+        data, features=["watches"], num_sampled=None, embedding_dim=8, output_dim=8, depth=1,
+        dropout=0.0, input_dropout=0.0,
+    )
+    tf.keras.utils.set_random_seed(0)
+    model = YouTubeCandidateModel(config)
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9))
+    stop = FullCatalogueEarlyStopping(data.holdout, data.video_vocab, monitor="recall_at_1",
+                                      patience=2, ks=(1, 10))
+    seen = _Averages()
+    keys = ["label", "watch_history"]
+    model.fit(data.train.to_dataset(batch_size=32, shuffle=True, keys=keys), epochs=6,
+              verbose=0, callbacks=[stop, seen])
+    # After the stopper's epoch end, the training weights are back (they differ from the
+    # averages), so the next epoch continues from them.
+    assert any(not np.allclose(t, a) for t, a in zip(seen.training[0], seen.averages[0]))
+    # Each epoch was scored with that epoch's averages.
+    variables = model.trainable_variables
+    for epoch in (0, len(stop.curve) - 1):
+        for variable, average in zip(variables, seen.averages[epoch]):
+            variable.assign(average)
+        score = evaluate_model(model, data.holdout, data.video_vocab, ks=(1, 10))
+        assert score["recall_at_1"] == pytest.approx(stop.curve[epoch]["recall_at_1"])
+    # And the model ends with the best epoch's averages.
+    stop.on_train_end()
+    for variable, average in zip(variables, seen.averages[stop.best_epoch - 1]):
+        np.testing.assert_allclose(variable.numpy(), average)

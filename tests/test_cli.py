@@ -39,6 +39,7 @@ def test_version(capsys):
         (["train", "--embedding-l2", "-1"], "argument --embedding-l2: must be in [0, inf)"),
         (["train", "--user-id-embedding-dim", "-1"], "must be an integer >= 0, got -1"),
         (["train", "--patience", "0"], "argument --patience: must be a positive integer"),
+        (["train", "--ema-momentum", "1"], "argument --ema-momentum: must be in (0, 1.0), got 1"),
         (["reproduce", "--studies", "nope"], "argument --studies: invalid choice: 'nope'"),
     ],
 )

@@ -64,6 +64,12 @@ def test_bad_source_and_arguments(tmp_path):
         pipeline.load_log(pipeline.DataSpec(source=str(tmp_path / "nope")))
     with pytest.raises(ValueError, match="Unknown optimizer 'rmsprop'"):
         pipeline.make_optimizer("rmsprop", 0.1)
+    for bad in (0.0, 1.0, True):
+        with pytest.raises(ValueError, match=rf"Received: ema_momentum={bad!r}"):
+            pipeline.make_optimizer("adam", 0.1, ema_momentum=bad)
+    averaged = pipeline.make_optimizer("adagrad", 0.1, ema_momentum=0.99)
+    assert averaged.use_ema and averaged.ema_momentum == 0.99
+    assert not pipeline.make_optimizer("sgd", 0.1).use_ema
 
 
 def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):

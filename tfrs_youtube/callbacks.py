@@ -22,6 +22,10 @@ class FullCatalogueEarlyStopping(tf.keras.callbacks.Callback):
     so `tf.keras.callbacks.ReduceLROnPlateau` or `CSVLogger` placed after this callback can use
     it; every metric of every epoch is in `curve`.
 
+    With an optimizer that keeps moving averages of the weights (`use_ema=True`), each epoch
+    is scored with the averages, the weights `fit` ends with, and the best epoch's averages
+    are the ones restored; the training weights are put back before the next epoch.
+
     The validation set is each user's last training watch, cut from the training log by the
     paper's rules (`tfrs_youtube.pipeline.validation_split`); it must be scored against the
     catalogue the model was built with (`video_vocab`).
@@ -96,6 +100,12 @@ class FullCatalogueEarlyStopping(tf.keras.callbacks.Callback):
         self._best_weights = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        optimizer = getattr(self.model, "optimizer", None)
+        training_values = None
+        if getattr(optimizer, "use_ema", False):  # score the averages fit will end with
+            variables = self.model.trainable_variables
+            training_values = [v.numpy() for v in variables]
+            optimizer.finalize_variable_values(variables)
         metrics = evaluate_model(self.model, self.validation, self.video_vocab, self.ks)
         self.curve.append({"epoch": epoch + 1, **metrics})
         value = metrics[self.monitor]
@@ -107,6 +117,9 @@ class FullCatalogueEarlyStopping(tf.keras.callbacks.Callback):
                 self._best_weights = self.model.get_weights()
         elif epoch + 1 - self.best_epoch >= self.patience:
             self.model.stop_training = True
+        if training_values is not None:
+            for variable, values in zip(variables, training_values):
+                variable.assign(values)
         if self.log is not None:
             loss = "" if not logs or "loss" not in logs else f"loss {logs['loss']:.4f}, "
             self.log(

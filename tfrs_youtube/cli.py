@@ -183,6 +183,10 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         default=0.003,
                         help="initial learning rate, decayed by a cosine to a tenth. "
                         "Default: 0.003")
+    parser.add_argument("--ema-momentum", type=_number(0.0, 1.0, low_inclusive=False),
+                        default=None,
+                        help="keep a moving average of the weights with this momentum; "
+                        "validation scores it and the run keeps it. Default: off")
     parser.add_argument(
         "--history-pooling", choices=["mean", "recency", "attention"], default="recency",
         help="'mean' (paper), 'recency' (mean beside a position-weighted mean of the last "
@@ -321,6 +325,7 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
     model, train_info = pipeline.train(
         data, config, epochs=args.max_epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, learning_rate=args.learning_rate, seed=spec.seed,
+        ema_momentum=args.ema_momentum,
         validation=validation, patience=args.patience, log=_say,
         verbose="auto" if args.verbose else 0,
     )

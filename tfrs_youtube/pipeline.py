@@ -163,20 +163,30 @@ def _build(log: WatchLog, spec: DataSpec) -> TrainingData:
 
 
 def make_optimizer(
-    name: str, learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule
+    name: str,
+    learning_rate: float | tf.keras.optimizers.schedules.LearningRateSchedule,
+    ema_momentum: float | None = None,
 ) -> tf.keras.optimizers.Optimizer:
     """Adam (the default), Adagrad or SGD.
 
     Adam decays its moment estimates for every row of every table on each step; for catalogues
     of millions of videos Adagrad, which updates only the rows a step touches, is much faster.
+    `ema_momentum` in (0, 1) keeps an exponential moving average of the weights
+    (`use_ema=True`), which `fit` ends with; it updates every weight on every step.
     """
-    if name == "adagrad":
-        return tf.keras.optimizers.Adagrad(learning_rate)
-    if name == "adam":
-        return tf.keras.optimizers.Adam(learning_rate)
-    if name == "sgd":
-        return tf.keras.optimizers.SGD(learning_rate)
-    raise ValueError(f"Unknown optimizer {name!r}; expected one of {list(_OPTIMIZERS)}.")
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {name!r}; expected one of {list(_OPTIMIZERS)}.")
+    average = {}
+    if ema_momentum is not None:
+        if isinstance(ema_momentum, bool) or not 0.0 < ema_momentum < 1.0:
+            raise ValueError(
+                "`ema_momentum` must be in (0, 1), or None. "
+                f"Received: ema_momentum={ema_momentum!r}"
+            )
+        average = {"use_ema": True, "ema_momentum": float(ema_momentum)}
+    optimizer = {"adagrad": tf.keras.optimizers.Adagrad, "adam": tf.keras.optimizers.Adam,
+                 "sgd": tf.keras.optimizers.SGD}[name]
+    return optimizer(learning_rate, **average)
 
 
 class _EpochLines(tf.keras.callbacks.Callback):
@@ -220,6 +230,7 @@ def train(
     patience: int = 5,
     schedule_epochs: int | None = None,
     log: Callable[[str], None] | None = None,
+    ema_momentum: float | None = None,
 ) -> tuple[YouTubeCandidateModel, dict[str, Any]]:
     """Builds a `YouTubeCandidateModel` from `config` and fits it.
 
@@ -230,7 +241,8 @@ def train(
     the model trains on `data.train` for exactly `epochs` epochs. The learning rate follows a
     cosine decay from `learning_rate` to a tenth of it over `schedule_epochs` epochs (defaults
     to `epochs`), so a refit for the chosen number of epochs with the same `schedule_epochs`
-    replays the schedule of the run that chose it.
+    replays the schedule of the run that chose it. `ema_momentum` keeps a moving average of
+    the weights, which validation scores and the model ends with (`make_optimizer`).
 
     `verbose` is Keras's: 0 silent, 1 a progress bar, 2 one line per epoch; "auto" (the
     default) is Keras's progress bar on a terminal and otherwise one line per epoch to `log`
@@ -256,7 +268,7 @@ def train(
     schedule = tf.keras.optimizers.schedules.CosineDecay(
         learning_rate, decay_steps=max(steps * schedule_epochs, 1), alpha=0.1
     )
-    model.compile(optimizer=make_optimizer(optimizer, schedule))
+    model.compile(optimizer=make_optimizer(optimizer, schedule, ema_momentum))
     dataset = examples.to_dataset(
         batch_size=batch_size, shuffle=True, seed=seed, keys=_input_keys(model)
     )
@@ -287,6 +299,7 @@ def train(
         "batch_size": batch_size,
         "optimizer": optimizer,
         "learning_rate": learning_rate,
+        "ema_momentum": ema_momentum,
     }
     if stopper is not None:
         info.update(
