@@ -90,3 +90,49 @@ def test_cli_quiet_environment_is_forced():
         capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode == 0 and "--watch-history" in result.stdout
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_serve_errors_are_one_line(tiny_run, tmp_path, capsys):
+    assert cli.main(["serve", str(tmp_path / "nope"), "--model-name", "m"]) == 2
+    err = _one_line_error(capsys)
+    assert "the model base path" in err and "is not a directory" in err
+    (tmp_path / "empty").mkdir()
+    assert cli.main(["serve", str(tmp_path / "empty"), "--model-name", "m"]) == 2
+    assert "No model version to serve" in _one_line_error(capsys)
+    base = tmp_path / "models"
+    assert cli.main(["export", str(tiny_run), "--base-path", str(base), "--k", "10",
+                     "--index", "brute_force"]) == 0
+    capsys.readouterr()
+    with socket.socket() as taken:  # a port another process holds
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert cli.main(["serve", str(base), "--model-name", "m", "--port", str(port)]) == 2
+        assert f"Could not bind 127.0.0.1:{port}" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "x", "--model-name", "m", "--port", "99999"],
+     "argument --port: must be an integer in [0, 65535], got 99999"),
+    (["query", "--model-name", "m", "--watch-history", "v", "--timeout", "0"],
+     "argument --timeout: must be in (0, inf), got 0"),
+])
+def test_serve_and_query_arguments_are_checked_at_parsing(argv, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["", "train", "evaluate", "export", "serve", "query",
+                                     "quickstart", "reproduce"])
+def test_every_help_has_usage_examples(command, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"] if command else ["--help"])
+    out = capsys.readouterr().out
+    assert "examples:\n  tfrs-youtube " + (command or "quickstart") in out

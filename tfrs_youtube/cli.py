@@ -211,17 +211,78 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         "(the paper's). Default: 0")
 
 
+_EXAMPLES = {
+    "": """examples:
+  tfrs-youtube quickstart
+  tfrs-youtube train --data ../shared/data/ml-100k --output runs/ml100k
+  tfrs-youtube export runs/ml100k --base-path saved_models/ml100k
+  tfrs-youtube serve saved_models/ml100k --model-name ml100k
+  tfrs-youtube query --model-name ml100k --watch-history 50 181 --k 10
+""",
+    "train": """examples:
+  tfrs-youtube train --data synthetic --preset tiny --max-epochs 3 --output runs/tiny
+  tfrs-youtube train --data ../shared/data/ml-100k --output runs/ml100k
+  tfrs-youtube train --data events.csv --video-column item --timestamp-column watched_at \\
+      --user-features country --output runs/mine
+  tfrs-youtube train --data ../shared/data/ml-100k --history-pooling mean --no-l2-normalize \\
+      --dropout 0 --input-dropout 0 --no-validation --max-epochs 5 --output runs/paper
+""",
+    "evaluate": """examples:
+  tfrs-youtube evaluate runs/ml100k
+  tfrs-youtube evaluate runs/ml100k --k 10 20 100
+""",
+    "export": """examples:
+  tfrs-youtube export runs/ml100k --base-path saved_models/ml100k
+  tfrs-youtube export runs/ml100k --base-path saved_models/ml100k --index brute_force --k 50
+""",
+    "serve": """examples:
+  tfrs-youtube serve saved_models/ml100k --model-name ml100k
+  tfrs-youtube serve saved_models/ml100k --model-name ml100k --port 9000
+""",
+    "query": """examples:
+  tfrs-youtube query --model-name ml100k --watch-history 50 181 258 --k 10
+  tfrs-youtube query --target localhost:9000 --model-name mine --watch-history v1 v7 \\
+      --feature country=US --feature age=31
+""",
+    "quickstart": """examples:
+  tfrs-youtube quickstart
+  tfrs-youtube quickstart --epochs 5 --seed 1
+""",
+    "reproduce": """examples:
+  tfrs-youtube reproduce --quick --output-dir /tmp/reproduction
+  tfrs-youtube reproduce --movielens ../shared/data/ml-100k
+""",
+}
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, 65535], got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be an integer in [0, 65535], got {value}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tfrs-youtube",
         description="YouTube's deep candidate generation network on TensorFlow Recommenders.",
+        epilog=_EXAMPLES[""], formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     from tfrs_youtube import __version__
 
     parser.add_argument("--version", action="version", version=f"tfrs-youtube {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+    add_parser = commands.add_parser
 
-    train = commands.add_parser("train", help="train on a synthetic or MovieLens watch log")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return add_parser(name, epilog=_EXAMPLES[name],
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+    train = command("train", help="train on a synthetic or MovieLens watch log")
     _add_data_args(train)
     _add_train_args(train)
     train.add_argument("--output", default="runs/train",
@@ -229,12 +290,12 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS),
                        help="cutoffs of the holdout metrics. Default: 10 50 100")
 
-    evaluate = commands.add_parser("evaluate", help="holdout Recall/MAP/NDCG@K of a run")
+    evaluate = command("evaluate", help="holdout Recall/MAP/NDCG@K of a run")
     evaluate.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
     evaluate.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS),
                           help="cutoffs of the holdout metrics. Default: 10 50 100")
 
-    export = commands.add_parser(
+    export = command(
         "export", help="export a run as a TF Serving SavedModel version with a top-N signature"
     )
     export.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
@@ -247,16 +308,16 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--k", type=_positive_int, default=100,
                         help="most results per request. Default: 100")
 
-    serve = commands.add_parser(
+    serve = command(
         "serve", help="serve a model base path over TF Serving's gRPC API (for local use)"
     )
     serve.add_argument("base_path", help="folder of integer versions, e.g. saved_models/NAME")
     serve.add_argument("--model-name", required=True, help="the name clients ask for")
-    serve.add_argument("--port", type=int, default=8500,
+    serve.add_argument("--port", type=_port, default=8500,
                        help="gRPC port (TF Serving's convention). Default: 8500")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind. Default: 127.0.0.1")
 
-    query = commands.add_parser("query", help="ask a TF Serving endpoint for recommendations")
+    query = command("query", help="ask a TF Serving endpoint for recommendations")
     query.add_argument("--target", default="localhost:8500",
                        help="host:port of the server. Default: localhost:8500")
     query.add_argument("--model-name", required=True, help="the served model's name")
@@ -269,10 +330,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        "not given are sent empty (\"\" or 0)")
     query.add_argument("--k", type=_positive_int, default=None,
                        help="number of results (at most the exported maximum)")
-    query.add_argument("--timeout", type=float, default=10.0,
+    query.add_argument("--timeout", type=_number(0.0, low_inclusive=False), default=10.0,
                        help="deadline in seconds. Default: 10")
 
-    quickstart = commands.add_parser(
+    quickstart = command(
         "quickstart", help="generate the default synthetic log, train, evaluate, print"
     )
     quickstart.add_argument("--output", default="runs/quickstart", help="run directory")
@@ -282,7 +343,7 @@ def _build_parser() -> argparse.ArgumentParser:
                             help="most epochs (early stopping on validation). Default: 3")
     quickstart.add_argument("--seed", type=int, default=0, help="Default: 0")
 
-    reproduce = commands.add_parser(
+    reproduce = command(
         "reproduce", help="regenerate docs/reproduction.md: the paper's findings, measured"
     )
     reproduce.add_argument("--output-dir", default="docs",
@@ -424,6 +485,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    if not pathlib.Path(args.base_path).is_dir():
+        raise ValueError(f"the model base path {args.base_path!r} is not a directory "
+                         "(export a run into it with `tfrs-youtube export`)")
     from tfrs_youtube.serving import serve
 
     serve(args.base_path, args.model_name, host=args.host, port=args.port)
@@ -495,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:  # bad input, a missing file, a port in use
         print(f"tfrs-youtube {args.command}: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # a server's answer: its gRPC status and message
