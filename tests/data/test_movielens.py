@@ -125,7 +125,13 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path):
     with pytest.raises(ValueError, match=f"expected {wrong}, got {digest}"):
         download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri(), sha256=wrong)
     assert list(cache.iterdir()) == []
-    # The table's real ml-100k checksum also rejects this fake archive.
+    # The table's real ml-100k record rejects this fake archive: by its size first...
+    with pytest.raises(ValueError, match=r"expected 4924029 bytes, got \d+\."):
+        download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri())
+    assert list(cache.iterdir()) == []
+    # ... and by its checksum when the size happens to match.
+    with open(archive, "ab") as padded:
+        padded.write(b"\0" * (4924029 - archive.stat().st_size))
     with pytest.raises(ValueError, match=f"expected {MOVIELENS_ARCHIVES['ml-100k'][1]}"):
         download_movielens("ml-100k", cache_dir=cache, url=archive.as_uri())
     assert list(cache.iterdir()) == []
@@ -134,9 +140,19 @@ def test_download_checksum_mismatch_leaves_nothing(tmp_path):
 def test_unknown_archive_name_and_checksum_table(tmp_path):
     with pytest.raises(ValueError, match=r"Unknown MovieLens archive 'ml-7m'.*'ml-100k'"):
         download_movielens("ml-7m", cache_dir=tmp_path)
-    assert {"ml-100k", "ml-1m", "ml-latest-small", "ml-20m", "ml-25m"} <= set(MOVIELENS_ARCHIVES)
-    for size, digest in MOVIELENS_ARCHIVES.values():
-        assert size > 900_000 and len(digest) == 64 and int(digest, 16) >= 0
+    assert MOVIELENS_ARCHIVES == TFDS_MOVIELENS_CHECKSUMS
+
+
+# An independent record of the archives: TensorFlow Datasets'
+# tensorflow_datasets/url_checksums/movielens.txt (URL, size in bytes, SHA-256), as data.
+TFDS_MOVIELENS_CHECKSUMS = {
+    "ml-25m": (261978986, "8b21cfb7eb1706b4ec0aac894368d90acf26ebdfb6aced3ebd4ad5bd1eb9c6aa"),
+    "ml-latest-small": (978202,
+                        "696d65a3dfceac7c45750ad32df2c259311949efec81f0f144fdfb91ebc9e436"),
+    "ml-100k": (4924029, "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"),
+    "ml-1m": (5917549, "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
+    "ml-20m": (198702078, "96f243c338a8665f6bcc89c53edf6ee39162a846940de6b7c8c48aeada765ff3"),
+}
 
 
 @pytest.mark.skipif(

@@ -30,7 +30,8 @@ _LOG = logging.getLogger(__name__)
 _URL = "https://files.grouplens.org/datasets/movielens/{name}.zip"
 
 # (size in bytes, SHA-256) of the GroupLens archives, as recorded by TensorFlow Datasets
-# (tensorflow_datasets/url_checksums/movielens.txt).
+# (tensorflow_datasets/url_checksums/movielens.txt). Without a `sha256` of its own, a download
+# is checked against both.
 MOVIELENS_ARCHIVES: dict[str, tuple[int, str]] = {
     "ml-100k": (4924029, "50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229"),
     "ml-1m": (5917549, "a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20"),
@@ -225,6 +226,12 @@ def download_movielens(
         _LOG.info("Downloading %s to %s", url, cache)
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
             shutil.copyfileobj(response, out, 1 << 20)
+        size = part.stat().st_size
+        if sha256 is None and size != known[0]:  # a cut-off download, said plainly
+            raise ValueError(
+                f"Size mismatch for {url}: expected {known[0]} bytes, got {size}. The download "
+                "was deleted; retry, or check `url`."
+            )
         actual = _sha256(part)
         if actual != expected:
             raise ValueError(
