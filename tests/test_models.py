@@ -148,43 +148,59 @@ def test_config_must_be_a_config():
         YouTubeCandidateModel(42)
 
 
+def _randomize(model):
+    """Random values in every weight (biases too), so a weight left behind would show."""
+    rng = np.random.default_rng(3)
+    model.set_weights([rng.normal(size=w.shape).astype(w.dtype) for w in model.get_weights()])
+
+
+def _assert_same_model(got, want, batch):
+    np.testing.assert_allclose(got.user_embedding(batch).numpy(),
+                               want.user_embedding(batch).numpy(), rtol=1e-5, atol=1e-6)
+    # The output side: v_j, b_j and the scores u . v_j + b_j over the whole catalogue.
+    np.testing.assert_allclose(got.candidates.weights_table.numpy(),
+                               want.candidates.weights_table.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got.candidates.biases.numpy(), want.candidates.biases.numpy())
+    np.testing.assert_allclose(got.scores(batch).numpy(), want.scores(batch).numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_config_round_trip_gives_same_outputs():
     model = YouTubeCandidateModel(_config())
     batch = _batch()
     model(model.placeholder_features())
+    _randomize(model)
     clone = YouTubeCandidateModel.from_config(model.get_config())
     clone(clone.placeholder_features())
     clone.set_weights(model.get_weights())
-    np.testing.assert_allclose(
-        clone.user_embedding(batch).numpy(), model.user_embedding(batch).numpy(), rtol=1e-6
-    )
+    _assert_same_model(clone, model, batch)
 
 
 def test_checkpoint_round_trip(tmp_path):
     model = YouTubeCandidateModel(_config())
     batch = _batch()
-    expected = model.scores(batch).numpy()
+    model(model.placeholder_features())
+    _randomize(model)
     model.save_weights(str(tmp_path / "ckpt"))
     restored = YouTubeCandidateModel(_config())
-    restored(restored.placeholder_features())
     restored.load_weights(str(tmp_path / "ckpt")).assert_existing_objects_matched()
-    np.testing.assert_allclose(restored.scores(batch).numpy(), expected, rtol=1e-6)
+    _assert_same_model(restored, model, batch)
 
 
-def test_saved_model_round_trip(tmp_path):
-    model = YouTubeCandidateModel(_config())
+@pytest.mark.parametrize("tied", [False, True])
+def test_saved_model_round_trip(tmp_path, tied):
+    """The model itself through `model.save` and `tf.keras.models.load_model`."""
+    model = YouTubeCandidateModel(_config(tie_embeddings=tied))
     batch = {k: v for k, v in _batch().items() if k != "label"}
-    expected = model.user_embedding(batch).numpy()
-    specs = {k: tf.TensorSpec([None] + v.shape[1:], v.dtype, name=k) for k, v in batch.items()}
-    module = tf.Module()
-    module.model = model
-    module.embed = tf.function(lambda f: {"user_embedding": model.user_embedding(f)},
-                               input_signature=[specs])
-    tf.saved_model.save(module, str(tmp_path / "sm"),
-                        signatures={"user_embedding": module.embed})
-    loaded = tf.saved_model.load(str(tmp_path / "sm"))
-    got = loaded.signatures["user_embedding"](**batch)["user_embedding"].numpy()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    model(model.placeholder_features())
+    _randomize(model)
+    model.save(str(tmp_path / "sm"), save_format="tf")
+    loaded = tf.keras.models.load_model(str(tmp_path / "sm"))
+    assert isinstance(loaded, YouTubeCandidateModel) and loaded.config == model.config
+    assert len(loaded.weights) == len(model.weights)
+    for got, want in zip(loaded.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(got, want)
+    _assert_same_model(loaded, model, batch)
 
 
 def test_tied_embeddings_share_the_input_table():

@@ -100,6 +100,10 @@ class YouTubeCandidateModel(tfrs.Model):
         self.feature_layers = dict(self.build_feature_layers())
         self.user_tower = self.build_user_tower()
         self.candidates = self.build_candidates()
+        # v_j and b_j exist from the start: `call` never touches them, so a model revived
+        # from a SavedModel (or a checkpoint) finds them to restore into.
+        with tf.name_scope(self.candidates.name):
+            self.candidates.build(None)
         self.task = self.build_task()
 
     # Hooks a subclass may override.
