@@ -23,10 +23,27 @@ def test_default_scann_recall_on_100k_catalogue():
     assert recall >= 0.95
 
 
-def test_scann_defaults_scale_with_the_catalogue():
-    # sqrt(1e6) = 1000 leaves, 5% searched; sqrt(1e5) = 316 leaves, 32 searched (5% would be
-    # 16, below the floor); below 20k videos, exhaustive float32 scoring.
-    assert scann_defaults(1_000_000, 150)["num_leaves_to_search"] == 50
-    assert scann_defaults(100_000, 150)["num_leaves_to_search"] == 32
-    assert scann_defaults(10_000, 150)["num_leaves"] is None
-    assert scann_defaults(10_000, 150, brute_force_threshold=100)["num_leaves"] == 100
+def test_small_catalogues_are_scored_exactly():
+    """Below the threshold ScaNN scores every row in float32: the exact top-N and scores."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(5_000, 17)).astype("float32")
+    queries = rng.normal(size=(20, 17)).astype("float32")
+    index = TopNIndex(vectors, "scann", num_neighbors=50)
+    rows, scores = index.search(tf.constant(queries), 50)
+    exact = queries @ vectors.T
+    np.testing.assert_array_equal(rows.numpy(), np.argsort(-exact, axis=1)[:, :50])
+    np.testing.assert_allclose(scores.numpy(), -np.sort(-exact, axis=1)[:, :50], rtol=1e-5)
+
+
+def test_large_catalogues_search_a_small_share_of_their_partitions():
+    """Where partitioned, a query scores at most a quarter of the partitions (a tenth from 1M
+    videos: the speed-up), and more rows the larger the catalogue (the recall); the 100k case
+    is measured in the recall test above."""
+    shares, searched = [], []
+    for num_videos in (20_000, 100_000, 1_000_000, 10_000_000):
+        settings = scann_defaults(num_videos, 150)
+        assert 2 <= settings["num_leaves_to_search"] <= settings["num_leaves"] < num_videos
+        shares.append(settings["num_leaves_to_search"] / settings["num_leaves"])
+        searched.append(settings["num_leaves_to_search"] * num_videos / settings["num_leaves"])
+    assert all(share <= 0.25 for share in shares) and shares[2] <= 0.1 and shares[3] <= 0.1
+    assert searched == sorted(searched)  # more rows scored for larger catalogues

@@ -1,6 +1,5 @@
 """Tests of the sampled/full softmax, logQ and sampler study on a quick run."""
 
-import math
 
 import numpy as np
 import pytest
@@ -39,18 +38,36 @@ def test_variants_cover_every_sampler_of_the_config():
     assert by_name["log_uniform, no logQ"] == {"logq_correction": False}
 
 
-def test_negatives_per_step_by_hand():
-    # 3,000 videos, batch 1,024, 1,024 sampled: full softmax scores the 2,999 other videos.
-    assert softmax.negatives_per_step("log_uniform", None, 1024, 3000) == 2999
-    assert softmax.negatives_per_step("log_uniform", 1024, 256, 3000) == 1024
-    assert softmax.negatives_per_step("in_batch", 1024, 256, 3000) == 256
-    assert softmax.negatives_per_step("mixed", 1024, 256, 3000) == 1280
+@pytest.mark.parametrize("sampler, num_sampled", [
+    ("log_uniform", 40), ("log_uniform", None), ("uniform", 40), ("unigram", 40),
+    ("in_batch", 40), ("mixed", 40),
+])
+def test_negatives_per_step_is_what_the_task_scores(sampler, num_sampled, monkeypatch):
+    """The study's count against the real task: the rows it gathers (or the full logits)."""
+    from tfrs_youtube.config import YouTubeCandidateConfig
+    from tfrs_youtube.models import YouTubeCandidateModel
 
-
-def test_percent_of_by_hand():
-    assert softmax.percent_of(0.2, 0.25) == pytest.approx(80.0)
-    assert softmax.percent_of(0.5, 0.25) == pytest.approx(200.0)
-    assert math.isnan(softmax.percent_of(0.1, 0.0))
+    num_videos, batch_size = 100, 16
+    vocab = [f"v{i}" for i in range(num_videos)]
+    model = YouTubeCandidateModel(YouTubeCandidateConfig(
+        video_vocabulary=vocab, video_counts=list(range(num_videos, 0, -1)), embedding_dim=4,
+        output_dim=4, depth=1, features=["watches"], num_sampled=num_sampled, sampler=sampler,
+        seed=0,
+    ))
+    scored = []
+    lookup, logits = model.candidates.lookup, model.candidates.logits
+    monkeypatch.setattr(model.candidates, "lookup",
+                        lambda ids: scored.append(int(tf.size(ids))) or lookup(ids))
+    monkeypatch.setattr(model.candidates, "logits",
+                        lambda u: scored.append(int(logits(u).shape[-1]) - 1) or logits(u))
+    rng = np.random.default_rng(0)
+    batch = {"watch_history": tf.constant(rng.choice(vocab, (batch_size, 3))),
+             "label": tf.constant(rng.choice(vocab, batch_size))}
+    model.task.recall_metrics = []  # score the loss only: the metrics' full logits aside
+    model.compute_loss(batch, training=True)
+    # The labels are gathered first; then the negatives (or the whole catalogue's logits).
+    assert scored[0] == batch_size and len(scored) == 2
+    assert scored[1] == softmax.negatives_per_step(sampler, num_sampled, batch_size, num_videos)
 
 
 def test_figure_is_a_png(study):
