@@ -256,7 +256,7 @@ def test_serving_input_signature():
         (dict(index="faiss"), ValueError, "Received: index='faiss'"),
         (dict(k=0), ValueError, "Received: k=0"),
         (dict(k=41), ValueError, r"in \[1, 40\]. Received: k=41"),
-        (dict(k="5"), TypeError, "Received: k='5'"),
+        (dict(k="5"), ValueError, "Received: k='5'"),
         (dict(max_batch_size=0), ValueError, "Received: max_batch_size=0"),
         (dict(max_history=-1), ValueError, "Received: max_history=-1"),
         (dict(version=-1), ValueError, "Received: version=-1"),

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_youtube._checks import check_int
 from tfrs_youtube.data.examples import LABEL, WATCH_HISTORY, TrainingData
 from tfrs_youtube.data.schema import USER_ID
 from tfrs_youtube.evaluation import Scorer
@@ -24,11 +25,6 @@ __all__ = ["cowatch_scorer", "two_tower_scorer"]
 
 
 _USER_CHUNK = 1024  # users per dense block when accumulating X^T X
-
-
-def _check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"`{name}` must be an int >= 1. Received: {name}={value!r}")
 
 
 def _check_training_data(data: Any) -> None:
@@ -109,8 +105,8 @@ def cowatch_scorer(
     """
     _check_training_data(data)
     if max_history is not None:
-        _check_positive_int("max_history", max_history)
-    _check_positive_int("max_videos", max_videos)
+        check_int("max_history", max_history, 1)
+    check_int("max_videos", max_videos, 1)
     vocab = data.video_vocab
     num_videos = len(vocab)
     if num_videos > max_videos:
@@ -221,9 +217,9 @@ def two_tower_scorer(
     (3, 3)
     """
     _check_training_data(data)
-    _check_positive_int("embedding_dim", embedding_dim)
-    _check_positive_int("epochs", epochs)
-    _check_positive_int("batch_size", batch_size)
+    check_int("embedding_dim", embedding_dim, 1)
+    check_int("epochs", epochs, 1)
+    check_int("batch_size", batch_size, 1)
     if isinstance(learning_rate, bool) or not learning_rate > 0:
         raise ValueError(f"`learning_rate` must be > 0. Received: learning_rate={learning_rate!r}")
     tf.keras.utils.set_random_seed(seed)

@@ -9,10 +9,11 @@ import sys
 import time
 from typing import Sequence
 
+from tfrs_youtube.config import HISTORY_POOLINGS, SAMPLERS  # config imports no TensorFlow
+
 _DEFAULT_KS = (10, 50, 100)
 # Spelled out here so that parsing imports no TensorFlow; tests/test_cli.py checks each against
 # the library's own list.
-SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
 OPTIMIZERS = ("adam", "adagrad", "sgd")
 PRESETS = ("tiny", "default", "large")
 STUDIES = ("softmax", "freshness", "examples_per_user", "next_watch", "figure6", "ceiling")
@@ -188,7 +189,7 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                         help="keep a moving average of the weights with this momentum; "
                         "validation scores it and the run keeps it. Default: off")
     parser.add_argument(
-        "--history-pooling", choices=["mean", "recency", "attention"], default="recency",
+        "--history-pooling", choices=HISTORY_POOLINGS, default="recency",
         help="'mean' (paper), 'recency' (mean beside a position-weighted mean of the last "
         "watches) or 'attention' (weighted also by likeness to the latest). Default: recency",
     )

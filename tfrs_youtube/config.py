@@ -7,7 +7,11 @@ import json
 import pathlib
 from typing import Any
 
-__all__ = ["YouTubeCandidateConfig", "FEATURE_SETS", "HISTORY_POOLINGS", "PAPER_ARCHITECTURE"]
+from tfrs_youtube._checks import check_int, check_number
+
+__all__ = [
+    "YouTubeCandidateConfig", "FEATURE_SETS", "HISTORY_POOLINGS", "PAPER_ARCHITECTURE", "SAMPLERS",
+]
 
 # Named feature sets, in the order of the paper's Figure 6.
 FEATURE_SETS: dict[str, tuple[str, ...]] = {
@@ -17,7 +21,8 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "all": ("watches", "search", "example_age", "demographics"),
 }
 _FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
-_SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
+# The sampler names, the default first: the one list (tasks/samplers.py and the CLI use it).
+SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
 HISTORY_POOLINGS = ("mean", "recency", "attention")
 
 # The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no
@@ -157,9 +162,9 @@ class YouTubeCandidateConfig:
             raise ValueError(
                 f"`features` must include 'watches'. Received: features={self.features!r}"
             )
-        if self.sampler not in _SAMPLERS:
+        if self.sampler not in SAMPLERS:
             raise ValueError(
-                f"Unknown sampler {self.sampler!r}; expected one of {list(_SAMPLERS)}. "
+                f"Unknown sampler {self.sampler!r}; expected one of {list(SAMPLERS)}. "
                 f"Received: sampler={self.sampler!r}"
             )
         if self.history_pooling not in HISTORY_POOLINGS:
@@ -167,41 +172,19 @@ class YouTubeCandidateConfig:
                 f"Unknown history_pooling {self.history_pooling!r}; expected one of "
                 f"{list(HISTORY_POOLINGS)}. Received: history_pooling={self.history_pooling!r}"
             )
-        window = self.recency_window
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-            raise ValueError(
-                f"`recency_window` must be an int >= 1. Received: recency_window={window!r}"
-            )
-        for name, low, high, rule in (
-            ("dropout", 0.0, 1.0, "in [0, 1)"),
-            ("input_dropout", 0.0, 1.0, "in [0, 1)"),
-            ("temperature", None, None, "a number > 0"),
-            ("embedding_l2", 0.0, None, "a number >= 0"),
-        ):
-            value = getattr(self, name)
-            number = not isinstance(value, bool) and isinstance(value, (int, float))
-            if not number or (low is None and not value > 0) or (
-                low is not None and not low <= value
-            ) or (high is not None and not value < high):
-                raise ValueError(f"`{name}` must be {rule}. Received: {name}={value!r}")
-        dim = self.user_id_embedding_dim
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 0:
-            raise ValueError(
-                f"`user_id_embedding_dim` must be an int >= 0. Received: user_id_embedding_dim="
-                f"{dim!r}"
-            )
-        if dim and not self.user_vocabulary:
+        check_int("recency_window", self.recency_window, 1)
+        check_number("dropout", self.dropout, 0.0, 1.0, high_inclusive=False)
+        check_number("input_dropout", self.input_dropout, 0.0, 1.0, high_inclusive=False)
+        check_number("temperature", self.temperature, 0.0, low_inclusive=False)
+        check_number("embedding_l2", self.embedding_l2, 0.0)
+        check_int("user_id_embedding_dim", self.user_id_embedding_dim, 0)
+        if self.user_id_embedding_dim and not self.user_vocabulary:
             raise ValueError(
                 "`user_id_embedding_dim` > 0 needs `user_vocabulary` (the known user IDs); "
                 "`from_training_data` sets it. Received: user_vocabulary="
                 f"{self.user_vocabulary!r}"
             )
-        buckets = self.example_age_buckets
-        if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
-            raise ValueError(
-                "`example_age_buckets` must be an int >= 0. Received: "
-                f"example_age_buckets={buckets!r}"
-            )
+        check_int("example_age_buckets", self.example_age_buckets, 0)
         if self.tie_embeddings and self.embedding_dim != self.output_dim:
             raise ValueError(
                 "`tie_embeddings=True` needs `embedding_dim == output_dim`. Received: "

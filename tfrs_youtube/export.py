@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube._checks import check_int
 from tfrs_youtube.index import SCANN_OPTIONS, TopNIndex, scann_defaults, scann_settings
 from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
 from tfrs_youtube.models import EXAMPLE_AGE, WATCH_HISTORY, YouTubeCandidateModel
@@ -204,14 +205,6 @@ def latest_version(base_path: str | os.PathLike) -> int | None:
     return max(versions, default=None)
 
 
-def _check_int_arg(name: str, value: Any, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"`{name}` must be an int. Received: {name}={value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"`{name}` must be an integer {bound}. Received: {name}={value!r}")
-
-
 def export_saved_model(
     model: YouTubeCandidateModel,
     base_path: str | os.PathLike,
@@ -292,10 +285,10 @@ def export_saved_model(
         )
     if index not in INDEX_KINDS:
         raise ValueError(f"`index` must be one of {INDEX_KINDS}. Received: index={index!r}")
-    _check_int_arg("k", k, 1, len(vocabulary))
-    _check_int_arg("max_batch_size", max_batch_size, 1)
+    check_int("k", k, 1, len(vocabulary))
+    check_int("max_batch_size", max_batch_size, 1)
     max_history = model.config.max_history if max_history is None else max_history
-    _check_int_arg("max_history", max_history, 0)
+    check_int("max_history", max_history, 0)
     if scann_options is not None and index != "scann":
         raise ValueError(
             f"`scann_options` only applies to index='scann'. Received: index={index!r}, "
@@ -306,7 +299,7 @@ def export_saved_model(
     base = pathlib.Path(base_path)
     if version is None:
         version = (latest_version(base) or 0) + 1
-    _check_int_arg("version", version, 0)
+    check_int("version", version, 0)
     target = base / str(int(version))
     if target.exists():
         raise ValueError(

@@ -285,7 +285,7 @@ def test_base_class_methods_must_be_implemented():
             r"covers 5 candidates but the catalogue has num_candidates=12",
         ),
         (dict(name="uniform", num_candidates=0), ValueError, r"Received: num_candidates=0"),
-        (dict(name="uniform", num_candidates=2.5), TypeError, r"Received: num_candidates=2.5"),
+        (dict(name="uniform", num_candidates=2.5), ValueError, r"Received: num_candidates=2.5"),
     ],
 )
 def test_get_sampler_errors(kwargs, error, match):

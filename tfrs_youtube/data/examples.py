@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from tfrs_youtube._checks import check_int
 from tfrs_youtube.data.schema import SEARCH_QUERY, TIMESTAMP, USER_ID, VIDEO_ID, WatchLog
 from tfrs_youtube.data.vocab import Vocabulary
 
@@ -196,11 +197,6 @@ def _surrounding_rows(
     return np.where(valid, first[:, None] + j + (j >= p[:, None]), -1)
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an int >= {minimum}. Received: {name}={value!r}")
-
-
 def _search_tokens(searches: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Flat tokens of every search (unigrams, then "_"-joined bigrams) and CSR offsets."""
     words = searches[SEARCH_QUERY].str.lower().str.split().explode().dropna()
@@ -309,11 +305,11 @@ def build_examples(
     """
     if not isinstance(log, WatchLog):
         raise TypeError(f"`log` must be a WatchLog. Received: log of type {type(log).__name__}")
-    _check_int("max_history", max_history, 1)
-    _check_int("max_search_tokens", max_search_tokens, 1)
+    check_int("max_history", max_history, 1)
+    check_int("max_search_tokens", max_search_tokens, 1)
     if examples_per_user is not None:
-        _check_int("examples_per_user", examples_per_user, 1)
-    _check_int("min_history", min_history, 0)
+        check_int("examples_per_user", examples_per_user, 1)
+    check_int("min_history", min_history, 0)
     if holdout not in ("last", None):
         raise ValueError(f'`holdout` must be "last" or None. Received: holdout={holdout!r}')
     if context not in ("past", "surrounding"):

@@ -6,7 +6,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfrs_youtube.layers.pooling import HistoryEmbeddingPooler, _check_int
+from tfrs_youtube._checks import check_int, check_number
+from tfrs_youtube.layers.pooling import HistoryEmbeddingPooler
 
 __all__ = ["CandidateEmbeddings"]
 
@@ -92,15 +93,10 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-            temperature > 0
-        ):
-            raise ValueError(
-                f"`temperature` must be a number > 0. Received: temperature={temperature!r}"
-            )
-        _check_int("num_candidates", num_candidates, 1)
-        _check_int("embedding_dim", embedding_dim, 1)
-        _check_int("tied_offset", tied_offset, 0, allow_none=True)
+        check_number("temperature", temperature, 0.0, low_inclusive=False)
+        check_int("num_candidates", num_candidates, 1)
+        check_int("embedding_dim", embedding_dim, 1)
+        check_int("tied_offset", tied_offset, 0, allow_none=True)
         if isinstance(tied_embedding, HistoryEmbeddingPooler):
             if tied_offset is None:
                 tied_offset = (

@@ -7,7 +7,8 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfrs_youtube.layers.pooling import _check_int, _to_vocabulary
+from tfrs_youtube._checks import check_int
+from tfrs_youtube.layers.pooling import _to_vocabulary
 
 __all__ = ["ExampleAge", "NormalizedNumeric", "CategoricalEmbedding"]
 
@@ -174,7 +175,7 @@ class NormalizedNumeric(tf.keras.layers.Layer):
         >>> NormalizedNumeric.from_data([1.0, 2.0, 3.0, 4.0, 5.0], num_quantiles=3).quantiles
         [1.0, 3.0, 5.0]
         """
-        _check_int("num_quantiles", num_quantiles, 2)
+        check_int("num_quantiles", num_quantiles, 2)
         data = np.asarray(values, dtype=np.float64).ravel()
         if data.size == 0 or not np.all(np.isfinite(data)):
             raise ValueError(
@@ -264,9 +265,9 @@ class CategoricalEmbedding(tf.keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_int("output_dim", output_dim, 1)
-        _check_int("input_dim", input_dim, 1, allow_none=True)
-        _check_int("num_oov_indices", num_oov_indices, 1)
+        check_int("output_dim", output_dim, 1)
+        check_int("input_dim", input_dim, 1, allow_none=True)
+        check_int("num_oov_indices", num_oov_indices, 1)
         if (vocabulary is None) == (input_dim is None):
             raise ValueError(
                 "Pass exactly one of `vocabulary` (string IDs) and `input_dim` (integer IDs). "

@@ -6,19 +6,11 @@ from typing import Any, Sequence
 
 import tensorflow as tf
 
+from tfrs_youtube._checks import check_int
+
 __all__ = ["HistoryEmbeddingPooler", "COMBINERS"]
 
 COMBINERS = ("mean", "sum", "sqrtn", "max")
-
-
-def _check_int(name: str, value: Any, minimum: int, allow_none: bool = False) -> None:
-    """Raises unless `value` is an int >= `minimum` (or None when allowed)."""
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(
-            f"`{name}` must be an integer >= {minimum}. Received: {name}={value!r}"
-        )
 
 
 def _to_vocabulary(vocabulary: Any) -> list[str]:
@@ -134,9 +126,9 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             raise ValueError(
                 f"`combiner` must be one of {COMBINERS}. Received: combiner={combiner!r}"
             )
-        _check_int("max_length", max_length, 1, allow_none=True)
-        _check_int("output_dim", output_dim, 1, allow_none=embedding is not None)
-        _check_int("input_dim", input_dim, 1, allow_none=True)
+        check_int("max_length", max_length, 1, allow_none=True)
+        check_int("output_dim", output_dim, 1, allow_none=embedding is not None)
+        check_int("input_dim", input_dim, 1, allow_none=True)
         self.combiner = combiner
         self.max_length = max_length
         self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
@@ -178,7 +170,7 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
         self.vocabulary = None if vocabulary is None else tuple(_to_vocabulary(vocabulary))
         self.input_dim = input_dim
         if self.vocabulary is not None:
-            _check_int("num_oov_indices", num_oov_indices, 1)
+            check_int("num_oov_indices", num_oov_indices, 1)
         self.num_oov_indices = num_oov_indices
 
         string_mode = self.vocabulary is not None

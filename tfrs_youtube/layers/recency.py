@@ -6,7 +6,8 @@ from typing import Any
 
 import tensorflow as tf
 
-from tfrs_youtube.layers.pooling import HistoryEmbeddingPooler, _check_int
+from tfrs_youtube._checks import check_int
+from tfrs_youtube.layers.pooling import HistoryEmbeddingPooler
 
 __all__ = ["RecencyPooler"]
 
@@ -62,7 +63,7 @@ class RecencyPooler(HistoryEmbeddingPooler):
 
     def __init__(self, recency_window: int = 10, attention: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        _check_int("recency_window", recency_window, 1)
+        check_int("recency_window", recency_window, 1)
         if not isinstance(attention, bool):
             raise ValueError(f"`attention` must be a bool. Received: attention={attention!r}")
         self.recency_window = recency_window

@@ -6,6 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import tensorflow as tf
 
+from tfrs_youtube._checks import check_number
+
 __all__ = ["UserTower"]
 
 _MAX_DEPTH = 4
@@ -112,10 +114,7 @@ class UserTower(tf.keras.layers.Layer):
                 f"Received: hidden_units={hidden_units!r}, depth={depth!r}"
             )
         for name, rate in (("dropout", dropout), ("input_dropout", input_dropout)):
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-                0.0 <= rate < 1.0
-            ):
-                raise ValueError(f"`{name}` must be in [0, 1). Received: {name}={rate!r}")
+            check_number(name, rate, 0.0, 1.0, high_inclusive=False)
         if depth is not None:
             units = self.preset_units(depth, 256 if output_dim is None else output_dim)
         else:

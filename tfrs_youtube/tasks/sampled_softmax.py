@@ -8,13 +8,10 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrs_youtube._checks import check_int, check_number
 from tfrs_youtube.tasks import samplers as samplers_lib
 
 __all__ = ["SampledSoftmaxRetrieval"]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
@@ -111,16 +108,9 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         super().__init__(name=name, **kwargs)
         if isinstance(sampler, dict):
             sampler = tf.keras.utils.deserialize_keras_object(sampler)
-        if not _is_int(num_candidates) or num_candidates < 1:
-            raise ValueError(
-                f"`num_candidates` must be an int >= 1. Received: num_candidates={num_candidates!r}"
-            )
+        check_int("num_candidates", num_candidates, 1)
         if num_sampled is not None:
-            if not _is_int(num_sampled) or num_sampled < 1:
-                raise ValueError(
-                    "`num_sampled` must be an int >= 1, or None for the full softmax. "
-                    f"Received: num_sampled={num_sampled!r}"
-                )
+            check_int("num_sampled", num_sampled, 1, allow_none=True)
             in_batch = sampler == "in_batch" or isinstance(sampler, samplers_lib.InBatchSampler)
             if num_sampled >= num_candidates and not in_batch:
                 raise ValueError(
@@ -130,16 +120,14 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
                 )
         if candidate_counts is not None:
             candidate_counts = samplers_lib._check_counts(candidate_counts, num_candidates)
-        if not isinstance(unigram_distortion, (int, float)) or not unigram_distortion > 0:
-            raise ValueError(
-                "`unigram_distortion` must be a number > 0. "
-                f"Received: unigram_distortion={unigram_distortion!r}"
-            )
+        check_number("unigram_distortion", unigram_distortion, 0.0, low_inclusive=False)
         if isinstance(metrics_k, (int, np.integer)):
             metrics_k = (metrics_k,)
         metrics_k = tuple(metrics_k)
         for k in metrics_k:
-            if not _is_int(k) or not 1 <= k <= num_candidates:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not (
+                1 <= k <= num_candidates
+            ):
                 raise ValueError(
                     f"Every entry of `metrics_k` must be an int in [1, {num_candidates}] "
                     f"(num_candidates). Received: metrics_k={metrics_k!r}"

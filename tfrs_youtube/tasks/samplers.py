@@ -21,6 +21,9 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube._checks import check_int
+from tfrs_youtube.config import SAMPLERS
+
 __all__ = [
     "CandidateSampler",
     "UniformSampler",
@@ -31,19 +34,6 @@ __all__ = [
     "SAMPLERS",
     "get_sampler",
 ]
-
-def _check_num_candidates(num_candidates) -> int:
-    if isinstance(num_candidates, bool) or not isinstance(num_candidates, (int, np.integer)):
-        raise TypeError(
-            "`num_candidates` must be an int. "
-            f"Received: num_candidates={num_candidates!r} of type {type(num_candidates).__name__}"
-        )
-    if num_candidates < 1:
-        raise ValueError(
-            f"`num_candidates` must be >= 1. Received: num_candidates={num_candidates}"
-        )
-    return int(num_candidates)
-
 
 def _check_counts(candidate_counts, num_candidates: int) -> np.ndarray:
     counts = np.asarray(candidate_counts, dtype=np.float64)
@@ -105,7 +95,7 @@ class CandidateSampler:
     """
 
     def __init__(self, num_candidates: int) -> None:
-        self.num_candidates = _check_num_candidates(num_candidates)
+        self.num_candidates = check_int("num_candidates", num_candidates, 1)
 
     def sample(
         self, num_sampled: int, labels: tf.Tensor, seed: Optional[int] = None
@@ -331,7 +321,6 @@ class MixedSampler(CandidateSampler):
         }
 
 
-SAMPLERS = ("uniform", "log_uniform", "unigram", "in_batch", "mixed")
 _BASES = ("uniform", "log_uniform", "unigram")
 
 
@@ -360,7 +349,7 @@ def get_sampler(
     >>> get_sampler("log_uniform", 100).num_candidates
     100
     """
-    num_candidates = _check_num_candidates(num_candidates)
+    num_candidates = check_int("num_candidates", num_candidates, 1)
     if isinstance(name, CandidateSampler):
         if name.num_candidates != num_candidates:
             raise ValueError(
