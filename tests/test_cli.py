@@ -72,12 +72,13 @@ def test_bad_arguments_are_refused_before_tensorflow_is_imported():
 
 
 def test_client_needs_neither_the_training_stack_nor_scann():
+    from tfrs_youtube import keys
     from tfrs_youtube.data import examples
     from tfrs_youtube.serving import signatures
 
-    assert (signatures.WATCH_HISTORY_INPUT, signatures.SEARCH_TOKENS_INPUT,
-            signatures.EXAMPLE_AGE_INPUT) == (examples.WATCH_HISTORY, examples.SEARCH_TOKENS,
-                                              examples.EXAMPLE_AGE)
+    # One spelling of each feature key, for the examples and the signatures alike.
+    for name in ("WATCH_HISTORY", "SEARCH_TOKENS", "EXAMPLE_AGE"):
+        assert getattr(signatures, name) is getattr(examples, name) is getattr(keys, name)
     code = (
         "import sys\n"
         "import tfrs_youtube.serving.client\n"

@@ -20,23 +20,22 @@ import tensorflow as tf
 
 from tfrs_youtube._checks import check_int
 from tfrs_youtube.index import SCANN_OPTIONS, TopNIndex, scann_defaults, scann_settings
+from tfrs_youtube.keys import EXAMPLE_AGE, WATCH_HISTORY
 from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
-from tfrs_youtube.models import EXAMPLE_AGE, WATCH_HISTORY, YouTubeCandidateModel
+from tfrs_youtube.models import YouTubeCandidateModel
 from tfrs_youtube.serving.signatures import (
-    EXAMPLE_AGE_INPUT,
     K_INPUT,
     SCORES,
     SERVING_DEFAULT,
     TOP_K,
     USER_EMBEDDING,
-    USER_EMBEDDING_OUTPUT,
     VIDEO_IDS,
     WARMUP_FILE,
 )
 
 __all__ = [
-    "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "USER_EMBEDDING_OUTPUT",
-    "K_INPUT", "EXAMPLE_AGE_INPUT", "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
+    "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "K_INPUT",
+    "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
     "export_saved_model", "serving_input_signature", "latest_version", "scann_defaults",
     "TopNIndex",
 ]
@@ -129,7 +128,7 @@ class _ServingModule(tf.Module):
 
     def top_k(self, **features):
         k = features.pop(K_INPUT)
-        example_age = features.pop(EXAMPLE_AGE_INPUT)
+        example_age = features.pop(EXAMPLE_AGE)
         if EXAMPLE_AGE in self.model.feature_layers:
             features[EXAMPLE_AGE] = example_age
         batch = tf.shape(features[WATCH_HISTORY])[0]
@@ -138,12 +137,12 @@ class _ServingModule(tf.Module):
     def embed(self, **features):
         batch = tf.shape(features[WATCH_HISTORY])[0]
         checks = _check_limits(batch, self.max_batch_size, None, self.k_max)
-        return {USER_EMBEDDING_OUTPUT: self._user(features, checks)}
+        return {USER_EMBEDDING: self._user(features, checks)}
 
     def signatures(self, specs):
         top_k_specs = dict(specs)
         top_k_specs[K_INPUT] = tf.TensorSpec([], tf.int32, name=K_INPUT)
-        top_k_specs[EXAMPLE_AGE_INPUT] = tf.TensorSpec([None], tf.float32, name=EXAMPLE_AGE_INPUT)
+        top_k_specs[EXAMPLE_AGE] = tf.TensorSpec([None], tf.float32, name=EXAMPLE_AGE)
         return {
             SERVING_DEFAULT: tf.function(self.serve).get_concrete_function(**specs),
             TOP_K: tf.function(self.top_k).get_concrete_function(**top_k_specs),
@@ -176,7 +175,7 @@ def _write_warmup(path: pathlib.Path, model_name: str, inputs: Mapping[str, Any]
 
     requests = {
         SERVING_DEFAULT: inputs,
-        TOP_K: {**inputs, K_INPUT: np.int32(k), EXAMPLE_AGE_INPUT: np.zeros([2], np.float32)},
+        TOP_K: {**inputs, K_INPUT: np.int32(k), EXAMPLE_AGE: np.zeros([2], np.float32)},
         USER_EMBEDDING: inputs,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,9 +218,9 @@ def export_saved_model(
 ) -> pathlib.Path:
     """Writes `base_path/<version>/`: a SavedModel that serves the top-k videos of a user.
 
-    DESIGN.md section 5. The SavedModel holds the feature preprocessing (string video IDs in and
-    out), the user tower and a top-N index over `[v_j, b_j]`, so results come in softmax order
-    and `scores` are the logits `u . v_j + b_j`. Signatures (every input is required):
+    The SavedModel holds the feature preprocessing (string video IDs in and out), the user
+    tower and a top-N index over `[v_j, b_j]`, so results come in softmax order and `scores`
+    are the logits `u . v_j + b_j`. Signatures (every input is required):
 
     - `serving_default`: `serving_input_signature(model)` -> `video_ids` string [batch, k] and
       `scores` float32 [batch, k]; `example_age` is 0.

@@ -1,4 +1,4 @@
-"""Watch logs and the paper's training examples (DESIGN.md section 4).
+"""Watch logs and the paper's training examples.
 
 Sources produce a `WatchLog` (`load_movielens`, `load_watch_log` for a CSV, TSV or Parquet
 log of your own, `generate_synthetic_log`, or your own DataFrames); `build_examples` turns it

@@ -19,6 +19,7 @@ import pandas as pd
 from tfrs_youtube._checks import check_int
 from tfrs_youtube.data.schema import SEARCH_QUERY, TIMESTAMP, USER_ID, VIDEO_ID, WatchLog
 from tfrs_youtube.data.vocab import Vocabulary
+from tfrs_youtube.keys import EXAMPLE_AGE, LABEL, SEARCH_TOKENS, WATCH_HISTORY
 
 __all__ = [
     "WATCH_HISTORY",
@@ -30,10 +31,6 @@ __all__ = [
     "build_examples",
 ]
 
-WATCH_HISTORY = "watch_history"
-SEARCH_TOKENS = "search_tokens"
-EXAMPLE_AGE = "example_age"
-LABEL = "label"
 _RESERVED = (WATCH_HISTORY, SEARCH_TOKENS, EXAMPLE_AGE, LABEL, USER_ID, TIMESTAMP)
 _NUM_QUANTILES = 101
 

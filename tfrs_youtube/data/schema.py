@@ -1,6 +1,6 @@
 """Column names and the `WatchLog` container every data source produces.
 
-A watch log is a table of events (DESIGN.md section 4): watches (`user_id`, `video_id`,
+A watch log is a table of events: watches (`user_id`, `video_id`,
 `timestamp` in seconds), optional search events (`user_id`, `timestamp`, `search_query`) and
 optional per-user features (`geo`, `device`, `gender`, `age`, `logged_in`, or any others).
 """

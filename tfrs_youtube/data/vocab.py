@@ -1,6 +1,6 @@
 """`Vocabulary`: string IDs sorted by descending frequency, with their counts.
 
-The order matters (DESIGN.md section 4): position 0 is the most frequent ID, which is what the
+The order matters: position 0 is the most frequent ID, which is what the
 log-uniform (Zipfian) candidate sampler assumes, and the counts feed the unigram sampler and the
 logQ correction of the sampled softmax (paper section 3.1).
 """
@@ -149,8 +149,7 @@ class Vocabulary:
         """The IDs of a catalogue, sorted like `from_values` by their count in `values`.
 
         Values outside the catalogue are not counted; catalogue IDs never observed get count 0
-        and come last (DESIGN.md section 4: the catalogue is the training videos or an explicit
-        catalogue).
+        and come last (the catalogue is the training videos, or an explicit catalogue).
 
         Args:
             ids: non-empty sequence of distinct, non-empty str IDs (list, tuple, 1-D array).

@@ -1,4 +1,4 @@
-"""Serving: a TF Serving gRPC client and a local server speaking the same API (DESIGN.md 6).
+"""Serving: a TF Serving gRPC client and a local server speaking the same API.
 
 `Client` queries an exported model over TensorFlow Serving's `PredictionService`; `serve`
 (the `tfrs-youtube serve` command) runs a local gRPC server with the same services and status

@@ -26,15 +26,15 @@ from tensorflow_serving.apis import (
 )
 
 from tfrs_youtube.serving.signatures import (
-    EXAMPLE_AGE_INPUT,
+    EXAMPLE_AGE,
     K_INPUT,
     SCORES,
     SERVING_DEFAULT,
     TOP_K,
     VIDEO_IDS,
 )
-from tfrs_youtube.serving.signatures import SEARCH_TOKENS_INPUT as SEARCH_TOKENS
-from tfrs_youtube.serving.signatures import WATCH_HISTORY_INPUT as WATCH_HISTORY
+from tfrs_youtube.serving.signatures import SEARCH_TOKENS as SEARCH_TOKENS
+from tfrs_youtube.serving.signatures import WATCH_HISTORY as WATCH_HISTORY
 
 __all__ = ["Client", "Recommendations", "ServingError"]
 
@@ -263,7 +263,7 @@ class Client:
                     f"`example_age` must be a float, or one per user ({batch}) for a batch. "
                     f"Received: example_age={example_age!r}"
                 )
-            inputs[EXAMPLE_AGE_INPUT] = np.broadcast_to(ages, (batch,))
+            inputs[EXAMPLE_AGE] = np.broadcast_to(ages, (batch,))
             inputs[K_INPUT] = np.int32(self.max_k() if k is None else k)
         elif k is not None:
             inputs[K_INPUT] = np.int32(k)
