@@ -284,7 +284,7 @@ class YouTubeCandidateModel(tfrs.Model):
 
     def train_step(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         logs = super().train_step(inputs)
-        # Recall@K needs full-catalogue logits, so the task computes it only when evaluating;
+        # Top-K accuracy needs full-catalogue logits, so the task computes it only when evaluating;
         # its never-updated value is left out of the training logs. TFRS's total_loss is loss
         # plus regularization_loss, and the latter is 0 without regularizers: each is shown
         # only when it says something of its own.
@@ -292,7 +292,7 @@ class YouTubeCandidateModel(tfrs.Model):
         return {
             name: value
             for name, value in logs.items()
-            if not name.startswith("recall_at_") and name not in hidden
+            if not (name.startswith("top_") and name.endswith("_accuracy")) and name not in hidden
         }
 
     def scores(self, features: Mapping[str, tf.Tensor]) -> tf.Tensor:

@@ -23,7 +23,7 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     scores `s(j) = u . v_j + b_j`; training approximates it with thousands of shared sampled
     negatives, corrected by importance weighting (subtract `log Q_j`, Jean et al. 2015), with
     accidental hits removed. Calling the layer returns the loss, as `tfrs.tasks.Retrieval`
-    does, and updates the `recall_at_{k}` metrics.
+    does, and updates the `top_{k}_accuracy` metrics.
 
     For each row `i` the candidate set is `[label_i] + M` negatives shared by the batch. Their
     logits are `s(j) - log Q_j` when `logq_correction` (true column included, as in
@@ -50,8 +50,11 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         logq_correction: bool. Subtract `log Q` from the logits. Defaults to True.
         remove_accidental_hits: bool. Remove negatives equal to the row's label. Defaults to
             True.
-        metrics_k: sequence of ints in `[1, N]`. One `recall_at_{k}` metric per entry, computed
-            over the full catalogue. Defaults to `()`.
+        metrics_k: sequence of ints in `[1, N]`. One `top_{k}_accuracy` metric per entry: the
+            share of rows whose label is among the k highest logits of the full catalogue
+            (nothing excluded, ties by index order), as TFRS's `FactorizedTopK`. It is not
+            `tfrs_youtube.evaluation`'s Recall@K, which leaves out the user's earlier watches
+            and breaks ties pessimistically. Defaults to `()`.
         mixed_base: Optional str. Base sampler of "mixed". Defaults to None ("unigram" with
             counts, else "log_uniform").
         seed: Optional int. Op-level seed of the sampler. Defaults to None.
@@ -87,7 +90,7 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     >>> queries = tf.random.stateless_normal([4, 8], seed=[3, 4])
     >>> loss = task(queries, tf.constant([1, 5, 7, 9]), Candidates(100, 8))
     >>> loss.shape, [metric.name for metric in task.metrics]
-    (TensorShape([]), ['recall_at_10'])
+    (TensorShape([]), ['top_10_accuracy'])
     """
 
     def __init__(
@@ -163,7 +166,7 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         # Assigning a list of metrics to an attribute makes Keras track them, so `self.metrics`,
         # `tfrs.Model.metrics` and `reset_metrics` see them.
         self.recall_metrics = [
-            tf.keras.metrics.Mean(name=f"recall_at_{k}") for k in self.metrics_k
+            tf.keras.metrics.Mean(name=f"top_{k}_accuracy") for k in self.metrics_k
         ]
 
     def call(
