@@ -52,7 +52,7 @@ def build_model(num_videos: int, dim: int, seed: int):
     centers = rng.normal(0, 1, (1000, dim)).astype(np.float32)
     table = centers[rng.integers(0, len(centers), num_videos)]
     table += rng.normal(0, 0.5, table.shape).astype(np.float32)
-    model.candidates.weights_table.assign(table / np.sqrt(dim))  # the property builds the layer
+    model.candidates.output_embeddings.assign(table / np.sqrt(dim))  # the property builds the layer
     model.candidates.bias.assign(rng.normal(0, 0.1, num_videos).astype(np.float32))
     return model
 

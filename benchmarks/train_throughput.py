@@ -80,8 +80,8 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
             labels = tf.reshape(batch["label"], [-1, 1])
             return tf.reduce_mean(
                 tf.nn.sampled_softmax_loss(
-                    weights=model.candidates.weights_table,
-                    biases=model.candidates.biases,
+                    weights=model.candidates.output_embeddings,
+                    biases=model.candidates.output_biases,
                     labels=labels,
                     inputs=user,
                     num_sampled=args.num_sampled,

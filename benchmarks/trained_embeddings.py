@@ -3,9 +3,9 @@
 Trains a `YouTubeCandidateModel` (watch history only, d = `dim`, tower depth 3, sampled
 softmax with `num_sampled` log-uniform negatives, Adagrad, batch 1,024) on the synthetic
 `preset` log ("large": 1,000,000 videos, 200,000 users, about 10M watches) for a fixed number
-of steps, then reads the index rows as `export_saved_model` does (`model.candidates.weights_table`
-and `.biases`) and the queries as `model.user_embedding` of holdout users (the output of a
-ReLU layer, so u >= 0). The catalogue is every video of the generator: videos that no user
+of steps, then reads the index rows as `export_saved_model` does
+(`model.candidates.output_embeddings` and `.output_biases`) and the queries as
+`model.user_embedding` of holdout users (the output of a ReLU layer, so u >= 0). The catalogue is every video of the generator: videos that no user
 watched in the log are appended with count 0 (cold videos, still in a real catalogue).
 
 Training uses integer video IDs (rows of the frequency-sorted vocabulary), which is the same
@@ -130,8 +130,8 @@ def _train(steps, num_queries, dim, preset, seed, batch_size, num_sampled, learn
     train_seconds = time.perf_counter() - tick
 
     vectors = np.concatenate(  # as export_saved_model reads them
-        [model.candidates.weights_table.numpy(), model.candidates.biases.numpy()[:, None]],
-        axis=1).astype(np.float32)
+        [model.candidates.output_embeddings.numpy(),
+         model.candidates.output_biases.numpy()[:, None]], axis=1).astype(np.float32)
     users = rng.choice(len(data.holdout), size=min(num_queries, len(data.holdout)),
                        replace=False)
     held = vocab.index(data.holdout.features["watch_history"][users], unknown=-1)

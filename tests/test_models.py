@@ -64,10 +64,10 @@ def test_scores_are_u_dot_v_plus_b():
     model = YouTubeCandidateModel(_config())
     batch = _batch()
     u = model.user_embedding(batch).numpy()
-    weights = model.candidates.weights_table.numpy()
+    weights = model.candidates.output_embeddings.numpy()
     # The biases start at zero; give them values so that the check covers the + b.
-    biases = np.random.default_rng(0).normal(size=model.candidates.biases.shape)
-    model.candidates.biases.assign(biases.astype(np.float32))
+    biases = np.random.default_rng(0).normal(size=model.candidates.output_biases.shape)
+    model.candidates.output_biases.assign(biases.astype(np.float32))
     # float32 sums: entries near zero need an absolute tolerance beside the relative one.
     np.testing.assert_allclose(
         model.scores(batch).numpy(), u @ weights.T + biases, rtol=1e-5, atol=1e-6
@@ -158,9 +158,10 @@ def _assert_same_model(got, want, batch):
     np.testing.assert_allclose(got.user_embedding(batch).numpy(),
                                want.user_embedding(batch).numpy(), rtol=1e-5, atol=1e-6)
     # The output side: v_j, b_j and the scores u . v_j + b_j over the whole catalogue.
-    np.testing.assert_allclose(got.candidates.weights_table.numpy(),
-                               want.candidates.weights_table.numpy(), rtol=1e-6)
-    np.testing.assert_allclose(got.candidates.biases.numpy(), want.candidates.biases.numpy())
+    np.testing.assert_allclose(got.candidates.output_embeddings.numpy(),
+                               want.candidates.output_embeddings.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got.candidates.output_biases.numpy(),
+                               want.candidates.output_biases.numpy())
     np.testing.assert_allclose(got.scores(batch).numpy(), want.scores(batch).numpy(),
                                rtol=1e-5, atol=1e-5)
 
@@ -208,12 +209,12 @@ def test_tied_embeddings_share_the_input_table():
     model(model.placeholder_features())
     table = model.history_pooler.embedding.embeddings
     # Row j of v is row j + 1 of the input table (row 0 is the OOV bucket).
-    np.testing.assert_allclose(model.candidates.weights_table.numpy(), table.numpy()[1:])
+    np.testing.assert_allclose(model.candidates.output_embeddings.numpy(), table.numpy()[1:])
     # Normalized, v_j is that row over its norm and the temperature.
     model = YouTubeCandidateModel(_config(tie_embeddings=True, temperature=0.5))
     model(model.placeholder_features())
     rows = model.history_pooler.embedding.embeddings.numpy()[1:]
-    np.testing.assert_allclose(model.candidates.weights_table.numpy(),
+    np.testing.assert_allclose(model.candidates.output_embeddings.numpy(),
                                rows / np.linalg.norm(rows, axis=1, keepdims=True) / 0.5, rtol=1e-5)
 
 

@@ -312,7 +312,8 @@ def export_saved_model(
         placeholder = model.placeholder_features()
         model.user_embedding(placeholder)  # builds every layer before the weights are read
         vectors = np.concatenate(
-            [model.candidates.weights_table.numpy(), model.candidates.biases.numpy()[:, None]],
+            [model.candidates.output_embeddings.numpy(),
+             model.candidates.output_biases.numpy()[:, None]],
             axis=1,
         )
         top_n = TopNIndex(vectors, index, k + max_history, scann_options)

@@ -51,11 +51,11 @@ def test_lookup_gathers_rows_and_biases(dtype):
 
 def test_properties_and_no_bias():
     candidates = own_candidates()
-    assert candidates.weights_table is candidates.embeddings
-    np.testing.assert_array_equal(candidates.biases.numpy(), BIAS)
+    assert candidates.output_embeddings is candidates.embeddings
+    np.testing.assert_array_equal(candidates.output_biases.numpy(), BIAS)
     plain = own_candidates(use_bias=False)
     assert len(plain.weights) == 1
-    np.testing.assert_array_equal(plain.biases.numpy(), np.zeros(N))
+    np.testing.assert_array_equal(plain.output_biases.numpy(), np.zeros(N))
     np.testing.assert_allclose(plain.logits(QUERIES).numpy(), QUERIES @ TABLE.T, rtol=1e-5,
                                atol=1e-6)
     _, biases = plain.lookup(tf.constant([1, 2]))
@@ -99,7 +99,7 @@ def test_tied_to_an_embedding_shares_the_variable_and_gets_sparse_gradients():
     candidates = CandidateEmbeddings(N, D, tied_embedding=shared)
     candidates.build(None)
     candidates.bias.assign(BIAS)
-    assert candidates.weights_table is shared.embeddings and candidates.embeddings is None
+    assert candidates.output_embeddings is shared.embeddings and candidates.embeddings is None
     np.testing.assert_allclose(candidates.logits(QUERIES).numpy(), QUERIES @ TABLE.T + BIAS,
                                rtol=1e-5, atol=1e-6)
     with tf.GradientTape() as tape:
@@ -118,7 +118,7 @@ def test_tied_to_a_string_pooler_uses_rows_after_the_oov_buckets():
     pooler.embedding.set_weights([full])
     candidates = CandidateEmbeddings(4, D, tied_embedding=pooler, use_bias=False)
     assert candidates.tied_offset == 2 and candidates.tied_embedding is pooler.embedding
-    np.testing.assert_array_equal(candidates.weights_table.numpy(), full[2:6])
+    np.testing.assert_array_equal(candidates.output_embeddings.numpy(), full[2:6])
     np.testing.assert_allclose(candidates.logits(QUERIES).numpy(), QUERIES @ full[2:6].T,
                                rtol=1e-5, atol=1e-6)
     # Candidate j is vocabulary word j, the row the pooler uses for it.
@@ -221,7 +221,7 @@ def test_normalize_scales_rows_to_one_over_temperature():
     expected = QUERIES.astype(np.float64) @ (unit / 0.25).T + BIAS
     np.testing.assert_allclose(candidates.logits(QUERIES).numpy(), expected, rtol=1e-5,
                                atol=1e-5)
-    np.testing.assert_allclose(np.linalg.norm(candidates.weights_table.numpy(), axis=1), 4.0,
+    np.testing.assert_allclose(np.linalg.norm(candidates.output_embeddings.numpy(), axis=1), 4.0,
                                rtol=1e-6)
     weights, _ = candidates.lookup(tf.constant([2, 5]))
     np.testing.assert_allclose(weights.numpy(), unit[[2, 5]] / 0.25, rtol=1e-6)

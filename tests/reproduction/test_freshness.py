@@ -111,7 +111,7 @@ def _tiny_model(features):
 def _numpy_mean_softmax(model, history, age):
     features = {"watch_history": tf.constant(history), "example_age": tf.fill([len(history)], age)}
     u = model.user_embedding(features).numpy().astype(np.float64)
-    table = model.candidates.weights_table.numpy().astype(np.float64)
+    table = model.candidates.output_embeddings.numpy().astype(np.float64)
     bias = model.candidates.bias.numpy().astype(np.float64)
     logits = u @ table.T + bias
     e = np.exp(logits - logits.max(axis=1, keepdims=True))

@@ -149,8 +149,8 @@ def test_mean_cross_entropy_matches_numpy(study):
     model = trained.model
     inputs = {k: tf.constant(data.train.features[k][rows]) for k in model.feature_layers}
     u = model.user_embedding(inputs).numpy().astype(np.float64)
-    v = model.candidates.weights_table.numpy().astype(np.float64)
-    b = model.candidates.biases.numpy().astype(np.float64)
+    v = model.candidates.output_embeddings.numpy().astype(np.float64)
+    b = model.candidates.output_biases.numpy().astype(np.float64)
     logits = u @ v.T + b
     labels = [list(data.video_vocab.ids).index(x) for x in data.train.features["label"][rows]]
     shifted = logits - logits.max(1, keepdims=True)

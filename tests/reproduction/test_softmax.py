@@ -150,8 +150,8 @@ def test_sampling_every_class_exactly_once_equals_the_full_softmax(recorded, mon
     assert len(full) == 1, [kw for _, kw, _ in fits]  # the study trained one full softmax
     full = full[0]
     np.testing.assert_allclose(
-        exhaustive.model.candidates.weights_table.numpy(),
-        full.model.candidates.weights_table.numpy(), atol=1e-4,
+        exhaustive.model.candidates.output_embeddings.numpy(),
+        full.model.candidates.output_embeddings.numpy(), atol=1e-4,
     )  # fmt: skip
     row = result.data["variants"]["full softmax"]
     one_user = 1.0 / len(context.data().holdout)

@@ -45,9 +45,9 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         normalize: bool. Use `v_j / (|v_j| * temperature)` as the output embeddings, so that
             with an l2-normalized `u` the logit is the cosine over a temperature plus the bias
             (Yi et al. 2019, "Sampling-bias-corrected neural modeling for large corpus item
-            recommendations"). `lookup`, `logits` and `weights_table` all return the scaled
-            rows, so an index built from `[weights_table, biases]` keeps the exact score order.
-            Defaults to False (the paper's plain dot product).
+            recommendations"). `lookup`, `logits` and `output_embeddings` all return the scaled
+            rows, so an index built from `[output_embeddings, output_biases]` keeps the exact
+            score order. Defaults to False (the paper's plain dot product).
         temperature: float > 0. The temperature of `normalize`. Defaults to 1.0.
         tied_embedding: `tf.keras.layers.Embedding` or `HistoryEmbeddingPooler` to tie to.
             Defaults to None (a separate output table, as in the paper).
@@ -61,6 +61,13 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
             `lookup`. Indices are not range-checked here (the task validates labels).
 
     Output shape: `(ids.shape + (embedding_dim,), ids.shape)`: the weights and the biases.
+
+    Attributes:
+        embeddings: the layer's own table variable, `[N, d]` (None when tied).
+        bias: the bias variable, `[N]` (None without `use_bias`).
+        output_embeddings: the `v_j` the logits use, `[N, d]`: the own or tied rows, scaled
+            when `normalize`.
+        output_biases: the `b_j` the logits use, `[N]` (zeros without `use_bias`).
 
     Raises:
         ValueError: if `num_candidates` or `embedding_dim` is not a positive int, `tied_offset`
@@ -175,7 +182,7 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         return tf.math.l2_normalize(rows, axis=-1) / self.temperature
 
     @property
-    def weights_table(self) -> tf.Tensor:
+    def output_embeddings(self) -> tf.Tensor:
         """The `[num_candidates, embedding_dim]` output embeddings `v_j` used by `logits`."""
         table = self._table
         if self.tied_embedding is not None and not (
@@ -185,7 +192,7 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         return self._scaled(table)
 
     @property
-    def biases(self) -> tf.Tensor:
+    def output_biases(self) -> tf.Tensor:
         """The `[num_candidates]` biases `b_j` (zeros when `use_bias=False`)."""
         self._ensure_built()
         if self.bias is None:
@@ -220,7 +227,7 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
                 f"Query embeddings must have dimension embedding_dim={self.embedding_dim} "
                 f"(the user tower's output_dim). Received: shape {query_embeddings.shape}"
             )
-        table = tf.cast(self.weights_table, self.compute_dtype)
+        table = tf.cast(self.output_embeddings, self.compute_dtype)
         scores = tf.matmul(query_embeddings, table, transpose_b=True)
         if self.bias is not None:
             scores = scores + tf.cast(self.bias, self.compute_dtype)
