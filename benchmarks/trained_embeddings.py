@@ -5,8 +5,9 @@ softmax with `num_sampled` log-uniform negatives, Adagrad, batch 1,024) on the s
 `preset` log ("large": 1,000,000 videos, 200,000 users, about 10M watches) for a fixed number
 of steps, then reads the index rows as `export_saved_model` does
 (`model.candidates.output_embeddings` and `.output_biases`) and the queries as
-`model.user_embedding` of holdout users (the output of a ReLU layer, so u >= 0). The catalogue is every video of the generator: videos that no user
-watched in the log are appended with count 0 (cold videos, still in a real catalogue).
+`model.user_embedding` of holdout users (the output of a ReLU layer, so u >= 0). The
+catalogue is every video of the generator: videos that no user watched in the log are appended
+with count 0 (cold videos, still in a real catalogue).
 
 Training uses integer video IDs (rows of the frequency-sorted vocabulary), which is the same
 network as string IDs without the per-step string lookup. Results are cached as an .npz under
