@@ -86,3 +86,34 @@ def test_client_needs_neither_the_training_stack_nor_scann():
         " 'tfrs_youtube.export') if m in sys.modules))\n"
     )
     assert _fresh_python(code, timeout=300)[-1] == "[]"
+
+
+def test_reproduce_without_matplotlib_is_one_line_naming_the_extra():
+    code = (
+        "import sys\n"
+        "sys.modules['matplotlib'] = None  # as if not installed\n"
+        "from tfrs_youtube import cli\n"
+        "print('exit', cli.main(['reproduce', '--quick', '--output-dir', '/nonexistent/x']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.stdout.strip().splitlines()[-1] == "exit 2", result.stderr[-500:]
+    err = result.stderr.strip().splitlines()
+    assert "pip install 'tfrs_youtube[reproduce]'" in err[-1] and "Traceback" not in result.stderr
+
+
+def test_figures_leave_the_matplotlib_backend_alone(tmp_path):
+    # Neither a backend switch (matplotlib.use) nor pyplot, whose import picks one.
+    code = (
+        "import sys\n"
+        "import matplotlib\n"
+        "switches = []\n"
+        "matplotlib.use = lambda *args, **kwargs: switches.append(args)\n"
+        "from tfrs_youtube.reproduction.common import Context, subplots\n"
+        "figure, axes = subplots(figsize=(2, 2))\n"
+        "axes.plot([0, 1], [1, 0])\n"
+        f"print(Context('quick', output_dir={str(tmp_path)!r}).save_figure(figure, 'f.png'))\n"
+        "print(switches, 'matplotlib.pyplot' in sys.modules)\n"
+    )
+    assert _fresh_python(code, timeout=300)[-2:] == ["f.png", "[] False"]
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

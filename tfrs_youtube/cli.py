@@ -524,7 +524,10 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from tfrs_youtube import reproduction
+    try:
+        from tfrs_youtube import reproduction
+    except ImportError as error:  # the `reproduce` extra is not installed
+        raise ValueError(str(error)) from None
 
     movielens = args.movielens
     if movielens == "download":

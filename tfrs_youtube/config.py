@@ -22,7 +22,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {
 }
 _FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
 # The sampler names, the default first: the one list (tasks/samplers.py and the CLI use it).
-SAMPLERS = ("log_uniform", "unigram", "uniform", "in_batch", "mixed")
+SAMPLERS = ("log_uniform", "uniform", "unigram", "in_batch", "mixed")
 HISTORY_POOLINGS = ("mean", "recency", "attention")
 
 # The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -23,7 +22,14 @@ from tfrs_youtube.data.examples import ExampleSet, TrainingData
 from tfrs_youtube.data.schema import TIMESTAMP, USER_ID, VIDEO_ID, WatchLog
 from tfrs_youtube.data.synthetic import SyntheticTruth
 from tfrs_youtube.evaluation import Scorer, evaluate_model, evaluate_scorer, most_popular_scorer
-from tfrs_youtube.reproduction.common import KS, Context, StudyResult, markdown_table, to_json
+from tfrs_youtube.reproduction.common import (
+    KS,
+    Context,
+    StudyResult,
+    markdown_table,
+    subplots,
+    to_json,
+)
 
 __all__ = ["run", "LAST_TOPIC", "previous_topics", "truth_scorer", "ceiling_metrics"]
 
@@ -130,7 +136,7 @@ def ceiling_metrics(
 
 
 def _figure(curves: dict[str, list[float]], context: Context) -> str:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = subplots(figsize=(7, 4.5))
     for number, (label, recalls) in enumerate(curves.items()):
         style = "k-" if number == 0 else f"C{number - 1}-"
         axes.plot(_CURVE_KS, recalls, style, label=label)

@@ -14,25 +14,28 @@ import pathlib
 import time
 from typing import Any, Callable, Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import tensorflow as tf
 
-matplotlib.use("Agg")  # files only, no screen
+try:  # the figures need matplotlib: the `reproduce` extra
+    from matplotlib.figure import Figure
+except ImportError as error:  # pragma: no cover - exercised in a process without matplotlib
+    raise ImportError(
+        "tfrs_youtube.reproduction draws its figures with matplotlib, which is not installed: "
+        "pip install 'tfrs_youtube[reproduce]' (or pip install matplotlib)."
+    ) from error
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from tfrs_youtube.config import YouTubeCandidateConfig  # noqa: E402
-from tfrs_youtube.data.examples import TrainingData, build_examples  # noqa: E402
-from tfrs_youtube.data.movielens import load_movielens  # noqa: E402
-from tfrs_youtube.data.synthetic import SyntheticLog, generate_synthetic_log  # noqa: E402
-from tfrs_youtube.evaluation import evaluate_model  # noqa: E402
-from tfrs_youtube.models import YouTubeCandidateModel  # noqa: E402
-from tfrs_youtube.pipeline import train  # noqa: E402
+from tfrs_youtube.config import YouTubeCandidateConfig
+from tfrs_youtube.data.examples import TrainingData, build_examples
+from tfrs_youtube.data.movielens import load_movielens
+from tfrs_youtube.data.synthetic import SyntheticLog, generate_synthetic_log
+from tfrs_youtube.evaluation import evaluate_model
+from tfrs_youtube.models import YouTubeCandidateModel
+from tfrs_youtube.pipeline import train
 
 __all__ = [
     "Size", "SIZES", "KS", "SOURCE_TITLES", "Context", "StudyResult", "Trained",
-    "markdown_table", "to_json", "now", "set_deterministic",
+    "markdown_table", "to_json", "now", "set_deterministic", "subplots",
 ]
 
 KS = (10, 50, 100)
@@ -233,14 +236,21 @@ class Context:
 
     # Output ----------------------------------------------------------------------------------
 
-    def save_figure(self, figure: plt.Figure, name: str) -> str:
-        """Writes `figure` as `output_dir/name` (a .png name), closes it, returns `name`."""
+    def save_figure(self, figure: Figure, name: str) -> str:
+        """Writes `figure` as `output_dir/name` (a .png name), returns `name`."""
         if not name.endswith(".png"):
             raise ValueError(f"`name` must end with '.png'. Received: name={name!r}")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         figure.savefig(self.output_dir / name, dpi=100, bbox_inches="tight")
-        plt.close(figure)
         return name
+
+
+def subplots(nrows: int = 1, ncols: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """`(figure, axes)` like `pyplot.subplots`, without pyplot: no backend is chosen or changed
+    and nothing is kept open; `kwargs` of `Figure` (`figsize`, ...) and `squeeze`."""
+    squeeze = kwargs.pop("squeeze", True)
+    figure = Figure(**kwargs)
+    return figure, figure.subplots(nrows, ncols, squeeze=squeeze)
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]], digits: int = 4) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from tfrs_youtube.evaluation import model_ranks, rank_metrics
@@ -21,6 +20,7 @@ from tfrs_youtube.reproduction.common import (
     StudyResult,
     markdown_table,
     now,
+    subplots,
     to_json,
 )
 
@@ -205,7 +205,7 @@ def _section(source: str, result: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _plot(context: Context, results: Mapping[str, Any]) -> str:
-    figure, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
+    figure, axes = subplots(1, len(results), figsize=(5 * len(results), 4), squeeze=False)
     positions = np.arange(len(GROUPS) + 1)
     for axis, (source, result) in zip(axes[0], results.items()):
         k = result["examples_per_user"]

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import matplotlib.pyplot as plt
-
 from tfrs_youtube.config import FEATURE_SETS, PAPER_ARCHITECTURE
 from tfrs_youtube.layers import UserTower
 from tfrs_youtube.reproduction.common import (
@@ -21,6 +19,7 @@ from tfrs_youtube.reproduction.common import (
     StudyResult,
     markdown_table,
     now,
+    subplots,
     to_json,
 )
 
@@ -152,7 +151,7 @@ def _measure(context: Context, source: str) -> dict[str, Any]:
 
 
 def _plot(context: Context, source: str, result: Mapping[str, Any]) -> str:
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = subplots(figsize=(6, 4))
     for name, maps in result["map_at_100"].items():
         axes.plot(result["depths"], [100 * m for m in maps], marker="o", label=LABELS[name])
     axes.set_xticks(result["depths"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import tensorflow as tf
@@ -20,7 +19,7 @@ import tensorflow as tf
 from tfrs_youtube.config import FEATURE_SETS
 from tfrs_youtube.data.examples import EXAMPLE_AGE
 from tfrs_youtube.data.schema import TIMESTAMP, VIDEO_ID
-from tfrs_youtube.reproduction.common import Context, StudyResult, markdown_table, to_json
+from tfrs_youtube.reproduction.common import Context, StudyResult, markdown_table, subplots, to_json
 from tfrs_youtube.reproduction.freshness_curves import (
     DAY_SECONDS,
     correlation,
@@ -83,7 +82,7 @@ _CURVES = ("empirical", "with_example_age", "without_example_age")
 
 
 def _figure(curves: dict[str, np.ndarray], context: Context) -> str:
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = subplots(figsize=(7, 4.5))
     for name, style in zip(_CURVES, ("k-o", "C0-s", "C1-^")):
         days = np.arange(len(curves[name]))
         axes.plot(days, curves[name], style, label=name.replace("_", " "), markersize=4)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import tensorflow as tf
 
@@ -23,6 +22,7 @@ from tfrs_youtube.reproduction.common import (
     StudyResult,
     Trained,
     markdown_table,
+    subplots,
     to_json,
 )
 
@@ -139,7 +139,7 @@ def _measure(context: Context, source: str) -> dict[str, dict[str, Any]]:
 
 
 def _figure(context: Context, results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         1, len(results), figsize=(6 * len(results), 4.2), squeeze=False, layout="constrained"
     )
     width, x = 0.38, np.arange(len(KS))

@@ -12,10 +12,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import matplotlib.pyplot as plt
-
 from tfrs_youtube.config import YouTubeCandidateConfig
-from tfrs_youtube.reproduction.common import KS, Context, StudyResult, markdown_table, to_json
+from tfrs_youtube.reproduction.common import (
+    KS,
+    Context,
+    StudyResult,
+    markdown_table,
+    subplots,
+    to_json,
+)
 from tfrs_youtube.tasks.samplers import SAMPLERS
 
 __all__ = ["run", "variants", "negatives_per_step", "percent_of"]
@@ -25,7 +30,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(YouTubeCandidateConfi
 
 def variants() -> list[tuple[str, dict[str, Any]]]:
     """(name, config overrides) of every variant: the default, the full softmax, each other
-    sampler of `tfrs_youtube.tasks.samplers.SAMPLERS` (with logQ), and the default sampler
+    sampler of `tfrs_youtube.config.SAMPLERS` (with logQ), and the default sampler
     without logQ.
 
     >>> [name for name, _ in variants()]  # doctest: +NORMALIZE_WHITESPACE
@@ -72,7 +77,7 @@ def percent_of(value: float, reference: float) -> float:
 def _figure(context: Context, rows: dict[str, dict[str, Any]], full: str) -> str:
     names = [name for name in rows if name != full][::-1]  # first variant on top
     values = [rows[name]["recall_at_100"] for name in names]
-    figure, ax = plt.subplots(figsize=(7.5, 0.5 * len(names) + 1.6))
+    figure, ax = subplots(figsize=(7.5, 0.5 * len(names) + 1.6))
     bars = ax.barh(names, values, color="tab:blue", label="sampled softmax variant")
     ax.bar_label(bars, fmt="%.4f", fontsize=8, label_type="center", color="white")
     reference = rows[full]["recall_at_100"]
