@@ -23,6 +23,7 @@ from tfrs_youtube.index import SCANN_OPTIONS, TopNIndex, scann_defaults, scann_s
 from tfrs_youtube.keys import EXAMPLE_AGE, WATCH_HISTORY
 from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
 from tfrs_youtube.models import YouTubeCandidateModel
+from tfrs_youtube.serving.layout import latest_version, warmup_inputs, write_warmup
 from tfrs_youtube.serving.signatures import (
     K_INPUT,
     SCORES,
@@ -150,60 +151,6 @@ class _ServingModule(tf.Module):
         }
 
 
-def _warmup_inputs(model: YouTubeCandidateModel, specs: Mapping[str, tf.TensorSpec]):
-    """A batch of 2 requests built from the vocabularies (real IDs, pads, defaults)."""
-    videos = list(model.config.video_vocabulary)
-    inputs = {}
-    for name, spec in specs.items():
-        layer = model.feature_layers[name]
-        vocabulary = list(getattr(layer, "vocabulary", None) or [])
-        if spec.shape.rank == 2:
-            words = videos if name == WATCH_HISTORY else vocabulary
-            if spec.dtype == tf.string and words:
-                inputs[name] = np.array([[words[0], words[-1]], [words[-1], ""]], dtype=object)
-            else:
-                inputs[name] = np.array([[0, 1], [1, -1]], dtype=np.int64)
-        elif spec.dtype == tf.string:
-            inputs[name] = np.array([vocabulary[0] if vocabulary else "", ""], dtype=object)
-        else:
-            inputs[name] = np.zeros([2], spec.dtype.as_numpy_dtype)
-    return inputs
-
-
-def _write_warmup(path: pathlib.Path, model_name: str, inputs: Mapping[str, Any], k: int):
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
-    requests = {
-        SERVING_DEFAULT: inputs,
-        TOP_K: {**inputs, K_INPUT: np.int32(k), EXAMPLE_AGE: np.zeros([2], np.float32)},
-        USER_EMBEDDING: inputs,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tf.io.TFRecordWriter(str(path)) as writer:
-        for signature, tensors in requests.items():
-            request = predict_pb2.PredictRequest()
-            request.model_spec.name = model_name
-            request.model_spec.signature_name = signature
-            for name, value in tensors.items():
-                request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-            log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(request=request))
-            writer.write(log.SerializeToString())
-
-
-def latest_version(base_path: str | os.PathLike) -> int | None:
-    """The largest integer version directory under `base_path`, or None if there is none.
-
-    >>> latest_version("/nonexistent/base/path") is None
-    True
-    """
-    base = pathlib.Path(base_path)
-    if not base.is_dir():
-        return None
-    versions = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=None)
-
-
 def export_saved_model(
     model: YouTubeCandidateModel,
     base_path: str | os.PathLike,
@@ -323,7 +270,7 @@ def export_saved_model(
         tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
                             options=options)
         if warmup:
-            _write_warmup(tmp / WARMUP_FILE, base.name, _warmup_inputs(model, specs), k)
+            write_warmup(tmp / WARMUP_FILE, base.name, warmup_inputs(model, specs), k)
         if target.exists():
             raise ValueError(f"Version {version} appeared during the export. "
                              f"Received: version={version}")

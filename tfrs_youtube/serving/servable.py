@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import re
 from typing import Any, Mapping
 
 import grpc
@@ -24,11 +23,9 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 
 # Importing the export module imports scann, which registers the ops of ScaNN exports.
 from tfrs_youtube.export import SERVING_DEFAULT, WARMUP_FILE
+from tfrs_youtube.serving.layout import available_versions
 
 __all__ = ["RpcStatus", "Servable", "available_versions"]
-
-_VERSION_DIR = re.compile(r"[0-9]+")
-
 
 class RpcStatus(Exception):
     """A request failure with the gRPC status code to answer it with."""
@@ -37,30 +34,6 @@ class RpcStatus(Exception):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
-
-
-def available_versions(base_path: str | os.PathLike) -> list[int]:
-    """The integer-named SavedModel directories under `base_path`, ascending.
-
-    Anything else (an exporter's temporary directory such as `.tmp-3-ab12`, stray files, a
-    directory without `saved_model.pb`) is ignored, as TF Serving ignores non-integer names.
-
-    >>> import pathlib, tempfile
-    >>> base = pathlib.Path(tempfile.mkdtemp())
-    >>> for name in ("1", "10", "2", ".tmp-3-x", "notes"):
-    ...     (base / name).mkdir()
-    ...     (base / name / "saved_model.pb").touch()
-    >>> available_versions(base)
-    [1, 2, 10]
-    """
-    base = pathlib.Path(base_path)
-    if not base.is_dir():
-        return []
-    versions = []
-    for entry in base.iterdir():
-        if _VERSION_DIR.fullmatch(entry.name) and (entry / "saved_model.pb").is_file():
-            versions.append(int(entry.name))
-    return sorted(versions)
 
 
 def _shape_text(shape: Any) -> str:
