@@ -26,7 +26,7 @@ SAMPLERS = ("log_uniform", "uniform", "unigram", "in_batch", "mixed")
 HISTORY_POOLINGS = ("mean", "recency", "attention")
 
 # The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no
-# dropout. The defaults differ where validation on MovieLens chose otherwise (README, "Quality");
+# dropout. The defaults differ where validation on MovieLens chose otherwise (docs/quality.md);
 # the reproduction of the paper's figures uses these settings.
 PAPER_ARCHITECTURE: dict[str, Any] = {
     "history_pooling": "mean",

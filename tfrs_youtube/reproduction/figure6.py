@@ -257,7 +257,7 @@ def run(context: Context) -> StudyResult:
     more_data = (
         "- Every depth here gets the same number of epochs on a log of fixed size, and deeper "
         "towers need more steps and more examples. `benchmarks/depth_scale.py` trains depth 0 "
-        "and depth 4 on synthetic logs with more users; the README has its last figures."
+        "and depth 4 on synthetic logs with more users; docs/benchmarks.md has its last figures."
     )
     sections = [_section(s, results[s], f) for s, f in zip(sources, figures)]
     comparison = "\n".join([paper] + [here for _, here in sections] + [interaction, more_data])
