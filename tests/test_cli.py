@@ -40,6 +40,9 @@ def test_version(capsys):
         (["train", "--user-id-embedding-dim", "-1"], "must be an integer >= 0, got -1"),
         (["train", "--patience", "0"], "argument --patience: must be a positive integer"),
         (["train", "--ema-momentum", "1"], "argument --ema-momentum: must be in (0, 1.0), got 1"),
+        (["train", "--data", "/nonexistent/events.csv"],
+         "argument --data: expected 'synthetic' or an existing file or folder, got "
+         "'/nonexistent/events.csv'"),
         (["reproduce", "--studies", "nope"], "argument --studies: invalid choice: 'nope'"),
     ],
 )

@@ -74,6 +74,13 @@ def _num_sampled(text: str) -> int | str | None:
     return _positive_int(text)
 
 
+def _data_source(text: str) -> str:
+    if text != "synthetic" and not pathlib.Path(text).exists():
+        raise argparse.ArgumentTypeError(
+            f"expected 'synthetic' or an existing file or folder, got {text!r}")
+    return text
+
+
 def _column_name(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("a column name must not be empty")
@@ -98,7 +105,7 @@ def _features(text: str) -> list[str]:
 def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
-        default="synthetic",
+        default="synthetic", type=_data_source,
         help="'synthetic' (built-in generator), a MovieLens path (u.data, ratings.dat, "
         "ratings.csv or RecBole .inter, or their folder), or your own watch log: a .csv, .tsv "
         "or .parquet file with user_id, video_id and timestamp (seconds or ISO dates) columns, "
