@@ -2,7 +2,7 @@
 
 import pytest
 
-from tfrs_youtube.config import FEATURE_SETS, YouTubeCandidateConfig
+from tfrs_youtube.config import FEATURE_SETS, PAPER_ARCHITECTURE, YouTubeCandidateConfig
 
 
 def _config(**kwargs):
@@ -104,3 +104,17 @@ def test_from_training_data_counts_the_training_labels():
     labels = list(data.train.features["label"])
     assert config.video_counts == [labels.count(v) for v in config.video_vocabulary]
     assert sum(config.video_counts) == 4 < sum(data.video_vocab.counts)
+
+
+def test_tie_embeddings_defaults_to_tying_when_the_sizes_match():
+    base = dict(video_vocabulary=["a", "b", "c"])
+    assert YouTubeCandidateConfig(**base).ties_embeddings  # 64 and 64
+    assert not YouTubeCandidateConfig(**base, embedding_dim=32).ties_embeddings
+    assert not YouTubeCandidateConfig(**base, tie_embeddings=False).ties_embeddings
+    assert YouTubeCandidateConfig(**base, embedding_dim=8, hidden_units=[16, 8],
+                                  tie_embeddings=True).ties_embeddings
+    with pytest.raises(ValueError, match=r"needs `embedding_dim` equal to the user vector's size"):
+        YouTubeCandidateConfig(**base, embedding_dim=32, tie_embeddings=True)
+    with pytest.raises(ValueError, match=r"Received: tie_embeddings='yes'"):
+        YouTubeCandidateConfig(**base, tie_embeddings="yes")
+    assert PAPER_ARCHITECTURE["tie_embeddings"] is False  # the paper's separate v_j

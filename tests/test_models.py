@@ -115,7 +115,8 @@ def test_integer_ids():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fit_learns_the_training_set_and_reports_recall(seed):
     tf.keras.utils.set_random_seed(seed)
-    model = YouTubeCandidateModel(_config(sampler="uniform", num_sampled=10))
+    model = YouTubeCandidateModel(_config(sampler="uniform", num_sampled=10,
+                                          tie_embeddings=False))
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
     examples = tf.data.Dataset.from_tensor_slices(_batch(n=30)).batch(10)
     before = model.evaluate(examples, return_dict=True, verbose=0)["top_3_accuracy"]
@@ -276,14 +277,16 @@ def test_input_tables_start_at_truncated_normal_one_over_sqrt_dim():
     np.testing.assert_allclose(watch.std(), 0.8796 / 8, rtol=0.03)
 
 
-def test_default_model_pools_recency_and_scores_cosines_over_the_temperature():
+def test_default_model_pools_recency_ties_and_scores_cosines_over_the_temperature():
     model = YouTubeCandidateModel(_config(temperature=0.2))
     batch = _batch()
     assert isinstance(model.history_pooler, RecencyPooler)
     u = model.user_embedding(batch).numpy()
     np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1.0, rtol=1e-5)
-    model.scores(batch)  # builds the candidates
-    raw = model.candidates.embeddings.numpy()
+    # Tied by default (embedding_dim == output_dim): v_j are the history's rows of video j,
+    # after the pooler's OOV row.
+    assert model.candidates.embeddings is None
+    raw = model.history_pooler.embedding.embeddings.numpy()[1:1 + len(VOCAB)]
     biases = np.random.default_rng(0).normal(size=raw.shape[0]).astype(np.float32)
     model.candidates.bias.assign(biases)
     cosine = u @ (raw / np.linalg.norm(raw, axis=1, keepdims=True)).T

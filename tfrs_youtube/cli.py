@@ -206,6 +206,11 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "--l2-normalize", action=argparse.BooleanOptionalAction, default=True,
         help="cosine of u and v_j over --temperature, plus b_j. Default: on",
     )
+    parser.add_argument(
+        "--tie-embeddings", action=argparse.BooleanOptionalAction, default=None,
+        help="use the input video embeddings as the output embeddings v_j. Default: tied when "
+        "--embedding-dim equals --output-dim (as by default)",
+    )
     parser.add_argument("--temperature", type=_number(0.0, low_inclusive=False), default=0.1,
                         help="temperature of --l2-normalize. Default: 0.1")
     parser.add_argument("--dropout", type=_number(0.0, 1.0), default=0.3,
@@ -430,7 +435,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         history_pooling=args.history_pooling, recency_window=args.recency_window,
         l2_normalize=args.l2_normalize, temperature=args.temperature, dropout=args.dropout,
         input_dropout=args.input_dropout, embedding_l2=args.embedding_l2,
-        user_id_embedding_dim=args.user_id_embedding_dim,
+        user_id_embedding_dim=args.user_id_embedding_dim, tie_embeddings=args.tie_embeddings,
     )
     if args.num_sampled != "auto":
         overrides["num_sampled"] = args.num_sampled

@@ -25,15 +25,16 @@ _FEATURE_GROUPS = ("watches", "search", "example_age", "demographics")
 SAMPLERS = ("log_uniform", "uniform", "unigram", "in_batch", "mixed")
 HISTORY_POOLINGS = ("mean", "recency", "attention")
 
-# The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product and no
-# dropout. The defaults differ where validation on MovieLens chose otherwise (docs/quality.md);
-# the reproduction of the paper's figures uses these settings.
+# The paper's network (Figure 3): a mean-pooled history, an unnormalized dot product, no
+# dropout and separate output embeddings. The defaults differ where validation on MovieLens
+# chose otherwise (docs/quality.md); the reproduction of the paper's figures uses these settings.
 PAPER_ARCHITECTURE: dict[str, Any] = {
     "history_pooling": "mean",
     "l2_normalize": False,
     "temperature": 1.0,
     "dropout": 0.0,
     "input_dropout": 0.0,
+    "tie_embeddings": False,
 }
 
 
@@ -75,8 +76,10 @@ class YouTubeCandidateConfig:
         unigram_distortion: float. Exponent applied to counts by the unigram sampler.
         logq_correction: bool. Subtract log Q from the logits (paper 3.1).
         remove_accidental_hits: bool. Drop sampled negatives equal to the label.
-        tie_embeddings: bool. Use the input video embeddings as the output embeddings v_j
-            (needs `embedding_dim == output_dim`).
+        tie_embeddings: bool or None. Use the input video embeddings as the output
+            embeddings v_j (True needs `embedding_dim` equal to the user vector's size); False
+            keeps a separate output table, as in the paper; None (the default) ties when the
+            two sizes are equal, as they are by default.
         metrics_k: list of int. Recall@K reported by `evaluate` over the whole catalogue.
         dropout: float. Dropout between tower layers.
         input_dropout: float. Dropout on the concatenated tower inputs (pooled embeddings and
@@ -117,7 +120,7 @@ class YouTubeCandidateConfig:
     unigram_distortion: float = 1.0
     logq_correction: bool = True
     remove_accidental_hits: bool = True
-    tie_embeddings: bool = False
+    tie_embeddings: bool | None = None
     metrics_k: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
     dropout: float = 0.3
     input_dropout: float = 0.3
@@ -185,11 +188,29 @@ class YouTubeCandidateConfig:
                 f"{self.user_vocabulary!r}"
             )
         check_int("example_age_buckets", self.example_age_buckets, 0)
-        if self.tie_embeddings and self.embedding_dim != self.output_dim:
+        if self.tie_embeddings not in (None, True, False):
             raise ValueError(
-                "`tie_embeddings=True` needs `embedding_dim == output_dim`. Received: "
-                f"embedding_dim={self.embedding_dim}, output_dim={self.output_dim}"
+                "`tie_embeddings` must be True, False or None (tie when the sizes match). "
+                f"Received: tie_embeddings={self.tie_embeddings!r}"
             )
+        if self.tie_embeddings and self.embedding_dim != self.user_dim:
+            raise ValueError(
+                "`tie_embeddings=True` needs `embedding_dim` equal to the user vector's size "
+                f"(`output_dim`, or the last of `hidden_units`). Received: embedding_dim="
+                f"{self.embedding_dim}, user vector size {self.user_dim}"
+            )
+
+    @property
+    def user_dim(self) -> int:
+        """Size of the user vector u and of each v_j: the tower's last layer."""
+        return self.hidden_units[-1] if self.hidden_units else self.output_dim
+
+    @property
+    def ties_embeddings(self) -> bool:
+        """Whether v_j are the input embeddings: `tie_embeddings`, resolved when None."""
+        if self.tie_embeddings is None:
+            return self.embedding_dim == self.user_dim
+        return bool(self.tie_embeddings)
 
     @property
     def uses_search(self) -> bool:
@@ -265,5 +286,6 @@ class YouTubeCandidateConfig:
                 out[key] = sorted(value)
             else:
                 out[key] = value
+        out["ties_embeddings"] = self.ties_embeddings
         return out
 

@@ -194,7 +194,7 @@ class YouTubeCandidateModel(tfrs.Model):
         options = dict(
             normalize=c.l2_normalize, temperature=c.temperature, name="candidate_embeddings"
         )
-        if c.tie_embeddings:
+        if c.ties_embeddings:
             return CandidateEmbeddings(
                 c.num_videos,
                 dim,
