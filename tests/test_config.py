@@ -50,7 +50,8 @@ def test_feature_sets_follow_figure_6():
         (dict(example_age_buckets=2.5), r"example_age_buckets=2.5"),
         (
             dict(tie_embeddings=True, embedding_dim=8, output_dim=16),
-            r"`tie_embeddings=True` needs `embedding_dim == output_dim`",
+            r"`tie_embeddings=True` needs `embedding_dim` equal to the user vector's size .*"
+            r"embedding_dim=8, user vector size 16",
         ),
         (dict(history_pooling="lstm"), r"Unknown history_pooling 'lstm'"),
         (dict(recency_window=0), r"`recency_window` must be an int >= 1.*recency_window=0"),
@@ -74,7 +75,8 @@ def test_paper_architecture_overrides_every_default_that_departs_from_the_paper(
     assert paper.dropout == paper.input_dropout == 0.0
     default = _config()
     assert {k for k in PAPER_ARCHITECTURE if getattr(default, k) != getattr(paper, k)} == {
-        "history_pooling", "l2_normalize", "temperature", "dropout", "input_dropout"
+        "history_pooling", "l2_normalize", "temperature", "dropout", "input_dropout",
+        "tie_embeddings",
     }
 
 
