@@ -40,9 +40,13 @@ def _model(**overrides):
     model = YouTubeCandidateModel(YouTubeCandidateConfig(**config))
     model.user_embedding(model.placeholder_features())
     model.candidates.build(None)
-    # Distinct random v_j and b_j so the top-N order has no ties.
+    # Distinct random v_j and b_j so the top-N order has no ties. Tied by default (8 and 8):
+    # v_j are rows of the history's table.
     rng = np.random.default_rng(7)
-    model.candidates.embeddings.assign(rng.normal(size=(len(VOCAB), 8)).astype("float32"))
+    table = model.candidates.embeddings
+    if table is None:
+        table = model.history_pooler.embedding.embeddings
+    table.assign(rng.normal(size=table.shape).astype("float32"))
     model.candidates.bias.assign(rng.normal(size=len(VOCAB)).astype("float32"))
     return model
 
@@ -64,7 +68,11 @@ def _reference(model, features, k, example_age=None):
     age = np.zeros(len(features["age"]), np.float32) if example_age is None else example_age
     tensors = {name: tf.constant(value) for name, value in features.items()}
     u = model.user_embedding({**tensors, "example_age": tf.constant(age)}).numpy()
-    table = model.candidates.embeddings.numpy().astype(np.float64)
+    if model.candidates.embeddings is None:  # tied: the history's rows, after its OOV row
+        table = model.history_pooler.embedding.embeddings.numpy()[1:1 + len(VOCAB)]
+    else:
+        table = model.candidates.embeddings.numpy()
+    table = table.astype(np.float64)
     if model.config.l2_normalize:  # cosine over the temperature
         table = table / np.linalg.norm(table, axis=1, keepdims=True) / model.config.temperature
     scores = u @ table.T + model.candidates.bias.numpy()
@@ -130,10 +138,11 @@ def _run(script, *args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module", params=[True, False], ids=["cosine", "dot_product"])
+@pytest.fixture(scope="module", params=[True, False], ids=["cosine_tied", "dot_product"])
 def exported(request, tmp_path_factory):
-    """The same model exported with exact ScaNN (version 1) and brute force (version 2)."""
-    model = _model(l2_normalize=request.param)
+    """The same model exported with exact ScaNN (version 1) and brute force (version 2): the
+    default (cosine, tied v_j) and the paper's (dot product, a separate output table)."""
+    model = _model(l2_normalize=request.param, tie_embeddings=request.param)
     base = tmp_path_factory.mktemp("models") / "youtube"
     export_saved_model(model, base, index="scann", k=K_MAX,
                        scann_options={"brute_force_threshold": 1_000_000})
