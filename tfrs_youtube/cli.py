@@ -295,7 +295,8 @@ def _build_parser() -> argparse.ArgumentParser:
         return add_parser(name, epilog=_EXAMPLES[name],
                           formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
-    train = command("train", help="train on a synthetic or MovieLens watch log")
+    train = command(
+        "train", help="train on a synthetic, MovieLens or own (CSV, TSV, Parquet) watch log")
     _add_data_args(train)
     _add_train_args(train)
     train.add_argument("--output", default="runs/train",
