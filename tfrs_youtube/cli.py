@@ -318,7 +318,8 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--version", type=_positive_int, default=None,
                         help="version number. Default: the next one")
     export.add_argument("--index", default="scann", choices=["scann", "brute_force"],
-                        help="scann (needs ScaNN's ops in the server) or brute_force (core ops)")
+                        help="scann (needs ScaNN's ops in the server) or brute_force (core ops). "
+                        "Default: scann")
     export.add_argument("--k", type=_positive_int, default=100,
                         help="most results per request. Default: 100")
 
@@ -341,18 +342,21 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="search tokens of the user. Default: none")
     query.add_argument("--feature", action="append", default=[], metavar="NAME=VALUE",
                        help="a user feature, e.g. --feature geo=US --feature age=31; inputs "
-                       "not given are sent empty (\"\" or 0)")
+                       "not given are sent empty (\"\" or 0). Default: none")
     query.add_argument("--k", type=_positive_int, default=None,
-                       help="number of results (at most the exported maximum)")
+                       help="number of results (at most the exported maximum). Default: the "
+                       "exported maximum")
     query.add_argument("--timeout", type=_number(0.0, low_inclusive=False), default=10.0,
                        help="deadline in seconds. Default: 10")
 
     quickstart = command(
         "quickstart", help="generate the default synthetic log, train, evaluate, print"
     )
-    quickstart.add_argument("--output", default="runs/quickstart", help="run directory")
+    quickstart.add_argument("--output", default="runs/quickstart",
+                            help="run directory. Default: runs/quickstart")
     quickstart.add_argument("--export-path", default="saved_models/quickstart",
-                            help="TF Serving model base path of the export")
+                            help="TF Serving model base path of the export. "
+                            "Default: saved_models/quickstart")
     quickstart.add_argument("--epochs", type=_positive_int, default=3,
                             help="most epochs (early stopping on validation). Default: 3")
     quickstart.add_argument("--seed", type=int, default=0, help="Default: 0")
@@ -361,7 +365,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "reproduce", help="regenerate docs/reproduction.md: the paper's findings, measured"
     )
     reproduce.add_argument("--output-dir", default="docs",
-                           help="folder of reproduction.md, its figures and results.json")
+                           help="folder of reproduction.md, its figures and results.json. "
+                           "Default: docs")
     reproduce.add_argument("--movielens", default=None, metavar="PATH",
                            help="MovieLens 100K files (or 'download' to fetch and verify them) "
                            "for the studies that also run there. Default: synthetic log only")
