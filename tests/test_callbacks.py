@@ -36,15 +36,21 @@ class _Scripted(tf.keras.callbacks.Callback):
         self.weights.append(self.model.get_weights())
 
 
-def test_stops_after_patience_and_restores_best():
-    data = _data()
+def _compiled_model(data, optimizer):
+    """A small full-softmax model of `data`, seeded, compiled with `optimizer`."""
     config = YouTubeCandidateConfig.from_training_data(
         data, features=["watches"], num_sampled=None, embedding_dim=8, output_dim=8, depth=1,
         dropout=0.0, input_dropout=0.0,
     )
     tf.keras.utils.set_random_seed(0)
     model = YouTubeCandidateModel(config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    model.compile(optimizer=optimizer)
+    return model
+
+
+def test_stops_after_patience_and_restores_best():
+    data = _data()
+    model = _compiled_model(data, tf.keras.optimizers.Adam(0.05))
     stop = FullCatalogueEarlyStopping(data.holdout, data.video_vocab, monitor="recall_at_1",
                                       patience=2, ks=(1, 10))
     record = _Scripted()
@@ -94,13 +100,8 @@ class _Averages(tf.keras.callbacks.Callback):
 
 def test_moving_averages_are_scored_and_restored_and_training_resumes_from_its_weights():
     data = _data()
-    config = YouTubeCandidateConfig.from_training_data(
-        data, features=["watches"], num_sampled=None, embedding_dim=8, output_dim=8, depth=1,
-        dropout=0.0, input_dropout=0.0,
-    )
-    tf.keras.utils.set_random_seed(0)
-    model = YouTubeCandidateModel(config)
-    model.compile(optimizer=tf.keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9))
+    model = _compiled_model(
+        data, tf.keras.optimizers.Adam(0.05, use_ema=True, ema_momentum=0.9))
     stop = FullCatalogueEarlyStopping(data.holdout, data.video_vocab, monitor="recall_at_1",
                                       patience=2, ks=(1, 10))
     seen = _Averages()

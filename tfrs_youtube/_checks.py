@@ -8,9 +8,9 @@ float), so callers can write `self.k = check_int("k", k, 1)`.
 from __future__ import annotations
 
 import numbers
-from typing import Any, Sequence
+from typing import Any
 
-__all__ = ["check_int", "check_number", "check_choice"]
+__all__ = ["check_int", "check_number"]
 
 
 def check_int(
@@ -88,16 +88,3 @@ def check_number(
                     f"{']' if high_inclusive else ')'}")
         raise ValueError(f"`{name}` must be {rule}. Received: {name}={value!r}")
     return float(value)
-
-
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
-    """`value` if it is one of `choices`.
-
-    >>> check_choice("sampler", "zipf", ("uniform", "unigram"))
-    Traceback (most recent call last):
-    ...
-    ValueError: `sampler` must be one of ['uniform', 'unigram']. Received: sampler='zipf'
-    """
-    if value not in choices:
-        raise ValueError(f"`{name}` must be one of {list(choices)}. Received: {name}={value!r}")
-    return value

@@ -190,7 +190,7 @@ class YouTubeCandidateModel(tfrs.Model):
 
     def build_candidates(self) -> CandidateEmbeddings:
         c = self.config
-        dim = c.hidden_units[-1] if c.hidden_units else c.output_dim
+        dim = c.user_dim
         options = dict(
             normalize=c.l2_normalize, temperature=c.temperature, name="candidate_embeddings"
         )

@@ -198,20 +198,14 @@ def load_watch_log(
         )
     names = {name: mapping.get(name, name) for name in _NAMES}
     frame = _read(path, fmt)
-    for name in (USER_ID, TIMESTAMP):
+    for name in (USER_ID, TIMESTAMP, VIDEO_ID):
         if names[name] not in frame.columns:
             raise ValueError(
                 f"{path}: no column {names[name]!r} ({name}); the file has "
                 f"{list(frame.columns)}. Name yours with columns={{{name!r}: ...}} "
                 f"(--{name.split('_')[0]}-column on the command line)."
             )
-    has_video, has_search = names[VIDEO_ID] in frame.columns, names[SEARCH_QUERY] in frame.columns
-    if not has_video:
-        raise ValueError(
-            f"{path}: no column {names[VIDEO_ID]!r} ({VIDEO_ID}); the file has "
-            f"{list(frame.columns)}. Name yours with columns={{'video_id': ...}} "
-            "(--video-column on the command line)."
-        )
+    has_search = names[SEARCH_QUERY] in frame.columns
     if len(frame) == 0:
         raise ValueError(f"{path}: the file has a header but no rows.")
     features = [c for c in USER_FEATURES if c in frame.columns and c not in names.values()]
