@@ -70,12 +70,23 @@ def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.Tensor
     return specs
 
 
-def _check_limits(batch: tf.Tensor, max_batch_size: int, k: tf.Tensor | None, k_max: int):
+def _check_limits(features: Mapping[str, tf.Tensor], max_batch_size: int, max_length: int,
+                  k: tf.Tensor | None, k_max: int) -> list[tf.Operation]:
+    """Graph checks run before anything else: the batch, each bag's length and k."""
+    batch = tf.shape(features[WATCH_HISTORY])[0]
     checks = [tf.debugging.Assert(
         batch <= max_batch_size,
         [tf.strings.format(
             "batch size {} exceeds the exported max_batch_size=" + str(max_batch_size), batch)],
         name="max_batch_size")]
+    for name, value in sorted(features.items()):
+        if value.shape.rank == 2:
+            length = tf.shape(value)[1]
+            checks.append(tf.debugging.Assert(
+                length <= max_length,
+                [tf.strings.format(f"{name} length {{}} exceeds the exported "
+                                   f"max_history_length={max_length}", length)],
+                name=f"{name}_length"))
     if k is not None:
         checks.append(tf.debugging.Assert(
             tf.logical_and(k >= 1, k <= k_max),
@@ -86,31 +97,49 @@ def _check_limits(batch: tf.Tensor, max_batch_size: int, k: tf.Tensor | None, k_
 class _ServingModule(tf.Module):
     """User tower + top-N index + ID mapping; its tf.functions become the signatures."""
 
-    def __init__(self, model, index, k_max, max_batch_size, max_history):
+    def __init__(self, model, index, k_max, max_batch_size, max_history, max_length):
         super().__init__(name="youtube_candidate_generation")
         self.model = model
         self.index = index
         self.k_max = k_max
         self.max_batch_size = max_batch_size
         self.max_history = max_history
+        self.max_length = max_length
         self.video_ids = tf.constant(list(model.config.video_vocabulary), tf.string)
         self.num_oov = model.history_pooler.num_oov_indices
 
-    def _user(self, features, checks):
+    @staticmethod
+    def _checked(features, checks):
+        """The inputs, usable only once every check has passed."""
         with tf.control_dependencies(checks):
-            features = {name: tf.identity(value) for name, value in features.items()}
-        return self.model.user_embedding(features, training=False)
+            return {name: tf.identity(value) for name, value in features.items()}
+
+    def _user(self, features, checks):
+        return self.model.user_embedding(self._checked(features, checks), training=False)
 
     def _top_n(self, features, k, checks):
-        user = self._user(features, checks)
+        features = self._checked(features, checks)
+        user = self.model.user_embedding(features, training=False)
         history = features[WATCH_HISTORY]
         queries = tf.concat([user, tf.ones_like(user[:, :1])], axis=1)  # [u, 1] . [v_j, b_j]
         # Over-fetch by the history length so k unwatched videos remain after masking.
         num = self.k_max + tf.maximum(self.max_history, tf.shape(history)[1])
         rows, scores = self.index.search(queries, num)
+        rows = tf.cast(rows, tf.int64)
+        # A short search (ScaNN found fewer than asked) pads with row 0 and a NaN distance, and
+        # may be narrower than k: pad to k columns, and make every pad -inf, never a video.
+        short = tf.maximum(k - tf.shape(rows)[1], 0)
+        rows = tf.pad(rows, [[0, 0], [0, short]])
+        scores = tf.pad(scores, [[0, 0], [0, short]], constant_values=np.nan)
+        scores = tf.where(tf.math.is_nan(scores), tf.constant(-np.inf, scores.dtype), scores)
+        # Watched rows sorted per user, then a binary search per candidate: O(B x (k + n))
+        # memory (a pad or unknown ID maps below 0; the -1 column keeps n >= 1).
         watched_rows = self.model.history_pooler.ids_to_indices(history) - self.num_oov
-        watched = tf.reduce_any(
-            tf.equal(tf.cast(rows, tf.int64)[:, :, None], watched_rows[:, None, :]), axis=2)
+        watched_rows = tf.concat(
+            [tf.cast(watched_rows, tf.int64), -tf.ones_like(rows[:, :1])], axis=1)
+        watched_rows = tf.sort(watched_rows, axis=1)
+        at = tf.minimum(tf.searchsorted(watched_rows, rows), tf.shape(watched_rows)[1] - 1)
+        watched = tf.equal(tf.gather(watched_rows, at, batch_dims=1), rows)
         scores = tf.where(watched, tf.constant(-np.inf, scores.dtype), scores)
         scores, positions = tf.math.top_k(scores, k)
         ids = tf.gather(self.video_ids, tf.gather(rows, positions, batch_dims=1))
@@ -122,23 +151,21 @@ class _ServingModule(tf.Module):
         scores.set_shape([None, width])
         return {VIDEO_IDS: ids, SCORES: scores}
 
+    def _checks(self, features, k=None):
+        return _check_limits(features, self.max_batch_size, self.max_length, k, self.k_max)
+
     def serve(self, **features):
-        batch = tf.shape(features[WATCH_HISTORY])[0]
-        checks = _check_limits(batch, self.max_batch_size, None, self.k_max)
-        return self._top_n(features, self.k_max, checks)
+        return self._top_n(features, self.k_max, self._checks(features))
 
     def top_k(self, **features):
         k = features.pop(K_INPUT)
         example_age = features.pop(EXAMPLE_AGE)
         if EXAMPLE_AGE in self.model.feature_layers:
             features[EXAMPLE_AGE] = example_age
-        batch = tf.shape(features[WATCH_HISTORY])[0]
-        return self._top_n(features, k, _check_limits(batch, self.max_batch_size, k, self.k_max))
+        return self._top_n(features, k, self._checks(features, k))
 
     def embed(self, **features):
-        batch = tf.shape(features[WATCH_HISTORY])[0]
-        checks = _check_limits(batch, self.max_batch_size, None, self.k_max)
-        return {USER_EMBEDDING: self._user(features, checks)}
+        return {USER_EMBEDDING: self._user(features, self._checks(features))}
 
     def signatures(self, specs):
         top_k_specs = dict(specs)
@@ -160,6 +187,7 @@ def export_saved_model(
     k: int = 100,
     max_batch_size: int = 256,
     max_history: int | None = None,
+    max_history_length: int = 1000,
     scann_options: Mapping[str, Any] | None = None,
     warmup: bool = True,
 ) -> pathlib.Path:
@@ -176,9 +204,12 @@ def export_saved_model(
     - `user_embedding`: the same inputs -> `user_embedding` float32 [batch, d].
 
     Videos in a request's `watch_history` never come back: the index returns
-    `k + max(max_history, n)` candidates, watched ones are dropped and the first k kept (when
-    the catalogue holds fewer unwatched videos, the tail is "" with score -inf). Batches
-    above `max_batch_size` and `k` outside [1, k] fail with `InvalidArgumentError`.
+    `k + max(max_history, n)` candidates, watched ones are dropped (a sorted search, memory
+    O(batch x (k + n))) and the first k kept. When fewer remain (a small catalogue, or an
+    approximate search that found fewer neighbours) the tail is "" with score -inf: a padding
+    row of the index never comes back as a video. Batches above `max_batch_size`, bags
+    (`watch_history`, `search_tokens`) longer than `max_history_length` and `k` outside
+    [1, k] fail with `InvalidArgumentError` before the model runs.
 
     The version is published atomically: written to `base_path/.tmp-<version>-*` and renamed,
     so a polling TF Serving never sees half a model; on failure the temp dir is removed.
@@ -195,6 +226,8 @@ def export_saved_model(
         max_batch_size: int >= 1. Largest batch a request may carry. Defaults to 256.
         max_history: int >= 0. Minimum over-fetch for watched videos. Defaults to the model
             config's `max_history`.
+        max_history_length: int >= 1. Longest `watch_history` (and `search_tokens`) a request
+            may send. Defaults to 1,000.
         scann_options: dict. Overrides of `scann_defaults` (keys in `SCANN_OPTIONS`).
         warmup: bool. Write `assets.extra/tf_serving_warmup_requests`. Defaults to True.
 
@@ -235,6 +268,7 @@ def export_saved_model(
     check_int("max_batch_size", max_batch_size, 1)
     max_history = model.config.max_history if max_history is None else max_history
     check_int("max_history", max_history, 0)
+    check_int("max_history_length", max_history_length, 1)
     if scann_options is not None and index != "scann":
         raise ValueError(
             f"`scann_options` only applies to index='scann'. Received: index={index!r}, "
@@ -264,7 +298,8 @@ def export_saved_model(
             axis=1,
         )
         top_n = TopNIndex(vectors, index, k + max_history, scann_options)
-        module = _ServingModule(model, top_n, k, max_batch_size, max_history)
+        module = _ServingModule(model, top_n, k, max_batch_size, max_history,
+                                max_history_length)
         options = tf.saved_model.SaveOptions(
             namespace_whitelist=["Scann"] if index == "scann" else None)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),

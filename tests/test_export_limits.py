@@ -1,0 +1,108 @@
+"""Export: ScaNN's short results, the watched-video exclusion's memory and the history cap."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfrs_youtube.export import SCORES, SERVING_DEFAULT, TOP_K, VIDEO_IDS, export_saved_model
+from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
+
+
+def _model(num_videos, **overrides):
+    config = dict(
+        video_vocabulary=[f"v{i}" for i in range(num_videos)], embedding_dim=8, output_dim=8,
+        depth=1, max_history=10, features=["watches"], num_sampled=5, seed=1,
+    )
+    config.update(overrides)
+    model = YouTubeCandidateModel(YouTubeCandidateConfig(**config))
+    model.user_embedding(model.placeholder_features())
+    rng = np.random.default_rng(3)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    return model
+
+
+def test_scann_short_results_never_return_padding(tmp_path):
+    # 20 partitions of 40 videos, one searched: ScaNN finds a few neighbours where the export
+    # asks for k + max_history = 18, and pads them with row 0 and a NaN distance.
+    model = _model(40)
+    path = export_saved_model(model, tmp_path, index="scann", k=8, warmup=False, scann_options={
+        "brute_force_threshold": 10, "num_leaves": 20, "num_leaves_to_search": 1,
+        "training_sample_size": 40, "reordering_num_neighbors": 0})
+    served = tf.saved_model.load(str(path)).signatures
+    history = tf.constant([["v1", "v2"], ["", ""], ["v0", ""]])
+    for out in (served[SERVING_DEFAULT](watch_history=history),
+                served[TOP_K](watch_history=history, k=tf.constant(8),
+                              example_age=tf.zeros([3]))):
+        ids = out[VIDEO_IDS].numpy().astype(str)
+        scores = out[SCORES].numpy()
+        assert not np.isnan(scores).any()
+        # Nothing watched in row 1: a "" there can only come from a short search.
+        assert (ids[1] == "").any(), "the search was not short: the test does not test"
+        for row_ids, row_scores, watched in zip(ids, scores, [{"v1", "v2"}, set(), {"v0"}]):
+            found = [v for v in row_ids if v]
+            assert len(found) == len(set(found)) and not set(found) & watched
+            assert np.isneginf(row_scores[row_ids == ""]).all()
+            assert np.isfinite(row_scores[row_ids != ""]).all()
+            assert list(row_scores[row_ids != ""]) == sorted(row_scores[row_ids != ""],
+                                                             reverse=True)
+
+
+_PEAK_SCRIPT = """
+import json, resource, sys
+import numpy as np
+import tfrs_youtube.export
+import tensorflow as tf
+served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+rng = np.random.default_rng(0)
+small = tf.constant(rng.integers(0, 2000, size=(2, 5)).astype(str).astype(object))
+served(watch_history=small)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+history = np.char.add("v", rng.integers(0, 2000, size=(256, 1000)).astype(str)).astype(object)
+out = served(watch_history=tf.constant(history))
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+ids = out["video_ids"].numpy().astype(str)
+clash = sum(len(set(row) & set(h)) for row, h in zip(ids, history))
+print(json.dumps({"growth_mb": (after - before) / 1024, "clash": clash, "shape": ids.shape}))
+"""
+
+
+def test_watched_exclusion_memory_is_linear_in_history(tmp_path):
+    # B = 256 users with 1,000 watched videos each: a [B, k + n, n] comparison is 281 MB of
+    # booleans; the exclusion must stay O(B x (k + n)).
+    model = _model(2000)
+    path = export_saved_model(model, tmp_path, index="brute_force", k=100, warmup=False)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
+    result = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(path)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["shape"] == [256, 100]
+    assert measured["clash"] == 0  # no watched video came back
+    assert measured["growth_mb"] < 120, measured
+
+
+def test_history_longer_than_the_cap_is_invalid_argument(tmp_path):
+    model = _model(40)
+    path = export_saved_model(model, tmp_path, index="brute_force", k=5, warmup=False,
+                              max_history_length=6)
+    served = tf.saved_model.load(str(path)).signatures
+    served[SERVING_DEFAULT](watch_history=tf.constant([["v1"] * 6]))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=r"watch_history length 7 exceeds the exported "
+                             r"max_history_length=6"):
+        served[SERVING_DEFAULT](watch_history=tf.constant([["v1"] * 7]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="max_history_length=6"):
+        served[TOP_K](watch_history=tf.constant([["v1"] * 7]), k=tf.constant(2),
+                      example_age=tf.zeros([1]))
+
+
+def test_max_history_length_is_checked(tmp_path):
+    with pytest.raises(ValueError, match="Received: max_history_length=0"):
+        export_saved_model(_model(40), tmp_path, index="brute_force", k=5,
+                           max_history_length=0)
