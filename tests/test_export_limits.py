@@ -106,3 +106,29 @@ def test_max_history_length_is_checked(tmp_path):
     with pytest.raises(ValueError, match="Received: max_history_length=0"):
         export_saved_model(_model(40), tmp_path, index="brute_force", k=5,
                            max_history_length=0)
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "separate_output_table"])
+def test_a_version_holds_only_what_serving_reads(tmp_path, tie):
+    # After training with Adam (two slots per table), a version holds the input tables, the
+    # tower and the index [v_j, b_j], nothing else: no optimizer slots, no second v_j or b_j.
+    model = _model(500, embedding_dim=16, output_dim=16, tie_embeddings=tie)
+    model.compile(optimizer=tf.keras.optimizers.Adam())
+    batches = tf.data.Dataset.from_tensor_slices(
+        {"watch_history": [["v1", "v2"]] * 64, "label": ["v3"] * 64}).batch(32)
+    model.fit(batches, epochs=1, verbose=0)
+    assert len(model.optimizer.variables()) > 5  # slots exist to be left out
+    path = export_saved_model(model, tmp_path, index="brute_force", k=10, warmup=False)
+    saved = {name: int(np.prod(shape)) for name, shape in
+             tf.train.list_variables(str(path / "variables" / "variables"))
+             if not name.startswith("_CHECKPOINTABLE_OBJECT_GRAPH")}
+    assert not [name for name in saved if "optimizer" in name or "candidates" in name], saved
+    needed = 500 * 17 + sum(int(np.prod(v.shape)) for v in model.history_pooler.weights)
+    needed += sum(int(np.prod(v.shape)) for v in model.user_tower.weights)
+    assert sum(saved.values()) <= 1.15 * needed, (sum(saved.values()), needed)
+    # And it still serves, with the scores of the model.
+    served = tf.saved_model.load(str(path)).signatures[SERVING_DEFAULT]
+    out = served(watch_history=tf.constant([["v1", "v2"]]))
+    scores = model.scores({"watch_history": tf.constant([["v1", "v2"]])}).numpy()[0]
+    scores[[1, 2]] = -np.inf
+    np.testing.assert_allclose(out[SCORES].numpy()[0], np.sort(scores)[::-1][:10], rtol=1e-5)

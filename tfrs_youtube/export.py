@@ -95,11 +95,20 @@ def _check_limits(features: Mapping[str, tf.Tensor], max_batch_size: int, max_le
 
 
 class _ServingModule(tf.Module):
-    """User tower + top-N index + ID mapping; its tf.functions become the signatures."""
+    """User tower + top-N index + ID mapping; its tf.functions become the signatures.
+
+    It tracks only what serving reads: the feature layers (with their vocabularies and input
+    tables), the tower and the index. The model itself is not tracked, so neither its
+    optimizer's slots nor the output table (already in the index, with the biases) are saved.
+    """
 
     def __init__(self, model, index, k_max, max_batch_size, max_history, max_length):
         super().__init__(name="youtube_candidate_generation")
-        self.model = model
+        self.feature_layers = dict(model.feature_layers)
+        self.user_tower = model.user_tower
+        self.history_pooler = model.history_pooler
+        self._user_embedding = model.user_embedding  # a bound method: not tracked
+        self._feature_names = set(model.feature_layers)
         self.index = index
         self.k_max = k_max
         self.max_batch_size = max_batch_size
@@ -115,11 +124,11 @@ class _ServingModule(tf.Module):
             return {name: tf.identity(value) for name, value in features.items()}
 
     def _user(self, features, checks):
-        return self.model.user_embedding(self._checked(features, checks), training=False)
+        return self._user_embedding(self._checked(features, checks), training=False)
 
     def _top_n(self, features, k, checks):
         features = self._checked(features, checks)
-        user = self.model.user_embedding(features, training=False)
+        user = self._user_embedding(features, training=False)
         history = features[WATCH_HISTORY]
         queries = tf.concat([user, tf.ones_like(user[:, :1])], axis=1)  # [u, 1] . [v_j, b_j]
         # Over-fetch by the history length so k unwatched videos remain after masking.
@@ -134,7 +143,7 @@ class _ServingModule(tf.Module):
         scores = tf.where(tf.math.is_nan(scores), tf.constant(-np.inf, scores.dtype), scores)
         # Watched rows sorted per user, then a binary search per candidate: O(B x (k + n))
         # memory (a pad or unknown ID maps below 0; the -1 column keeps n >= 1).
-        watched_rows = self.model.history_pooler.ids_to_indices(history) - self.num_oov
+        watched_rows = self.history_pooler.ids_to_indices(history) - self.num_oov
         watched_rows = tf.concat(
             [tf.cast(watched_rows, tf.int64), -tf.ones_like(rows[:, :1])], axis=1)
         watched_rows = tf.sort(watched_rows, axis=1)
@@ -160,7 +169,7 @@ class _ServingModule(tf.Module):
     def top_k(self, **features):
         k = features.pop(K_INPUT)
         example_age = features.pop(EXAMPLE_AGE)
-        if EXAMPLE_AGE in self.model.feature_layers:
+        if EXAMPLE_AGE in self._feature_names:
             features[EXAMPLE_AGE] = example_age
         return self._top_n(features, k, self._checks(features, k))
 
