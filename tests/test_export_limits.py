@@ -132,3 +132,31 @@ def test_a_version_holds_only_what_serving_reads(tmp_path, tie):
     scores = model.scores({"watch_history": tf.constant([["v1", "v2"]])}).numpy()[0]
     scores[[1, 2]] = -np.inf
     np.testing.assert_allclose(out[SCORES].numpy()[0], np.sort(scores)[::-1][:10], rtol=1e-5)
+
+
+def test_optional_inputs_have_signature_defaults_repeated_over_the_batch(tmp_path):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    model = _model(40, features=["watches", "search", "example_age", "demographics"],
+                   search_vocabulary=["cat", "dog"], search_embedding_dim=4,
+                   categorical_features={"geo": ["us", "de"]},
+                   numeric_features={"age": [10.0, 30.0, 50.0]})
+    path = export_saved_model(model, tmp_path, index="brute_force", k=5, warmup=False)
+    proto = saved_model_pb2.SavedModel.FromString((path / "saved_model.pb").read_bytes())
+    signatures = proto.meta_graphs[0].signature_def
+    for name in (SERVING_DEFAULT, TOP_K):
+        inputs, defaults = set(signatures[name].inputs), set(signatures[name].defaults)
+        assert inputs - defaults == {"watch_history"}, (name, inputs, defaults)
+    assert tf.make_ndarray(signatures[TOP_K].defaults["k"]) == 5
+    served = tf.saved_model.load(str(path)).signatures
+    history = tf.constant([["v1", "v2"], ["v3", ""], ["", ""]])
+    one_row = {name: tf.constant(tf.make_ndarray(value))
+               for name, value in signatures[SERVING_DEFAULT].defaults.items()}
+    repeated = {"search_tokens": tf.constant([[""]] * 3), "geo": tf.constant([""] * 3),
+                "age": tf.zeros([3])}
+    filled = served[SERVING_DEFAULT](watch_history=history, **one_row)
+    explicit = served[SERVING_DEFAULT](watch_history=history, **repeated)
+    np.testing.assert_array_equal(filled[VIDEO_IDS].numpy(), explicit[VIDEO_IDS].numpy())
+    np.testing.assert_allclose(filled[SCORES].numpy(), explicit[SCORES].numpy())
+    with pytest.raises(tf.errors.InvalidArgumentError):  # 2 rows for a batch of 3
+        served[SERVING_DEFAULT](watch_history=history, **{**repeated, "age": tf.zeros([2])})

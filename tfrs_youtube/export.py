@@ -37,7 +37,8 @@ from tfrs_youtube.serving.signatures import (
 __all__ = [
     "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "K_INPUT",
     "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
-    "export_saved_model", "serving_input_signature", "latest_version", "scann_defaults",
+    "export_saved_model", "serving_input_signature", "signature_defaults", "latest_version",
+    "scann_defaults",
     "TopNIndex",
 ]
 
@@ -68,6 +69,57 @@ def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.Tensor
         else:
             specs[name] = tf.TensorSpec([None], tf.float32, name=name)
     return specs
+
+
+def signature_defaults(model: YouTubeCandidateModel, k: int) -> dict[str, dict[str, Any]]:
+    """The value each optional input of each signature takes when a request leaves it out.
+
+    Every input but `watch_history` is optional: a bag (`search_tokens`) is one padding
+    token, a categorical feature the unknown ID ("" or -1, which the model embeds as it embeds
+    an unseen category), a numeric feature 0.0 (what training gave a missing value),
+    `example_age` 0.0 (serving time, the paper's convention) and `k` the exported maximum.
+    Defaults are one row, repeated over the request's batch. They are written as the
+    `SignatureDef.defaults` of `saved_model.pb`, where TF Serving's `predict_util.cc` accepts a
+    request without them (a loaded SavedModel's Python signature still needs every input).
+
+    >>> from tfrs_youtube.models import YouTubeCandidateConfig
+    >>> model = YouTubeCandidateModel(YouTubeCandidateConfig(video_vocabulary=["a", "b"],
+    ...     features=["watches", "example_age"], num_sampled=None))
+    >>> {name: list(d) for name, d in signature_defaults(model, 5).items()}
+    {'serving_default': [], 'top_k': ['k', 'example_age'], 'user_embedding': []}
+    """
+    optional: dict[str, Any] = {}
+    for name, spec in serving_input_signature(model).items():
+        if name == WATCH_HISTORY:
+            continue
+        if spec.shape.rank == 2:
+            pad = "" if spec.dtype == tf.string else -1
+            optional[name] = np.array([[pad]], dtype=object if pad == "" else np.int64)
+        elif spec.dtype == tf.string:
+            optional[name] = np.array([""], dtype=object)
+        elif spec.dtype == tf.int64:
+            optional[name] = np.array([-1], dtype=np.int64)
+        else:
+            optional[name] = np.zeros([1], np.float32)
+    return {
+        SERVING_DEFAULT: dict(optional),
+        TOP_K: {K_INPUT: np.int32(k), EXAMPLE_AGE: np.zeros([1], np.float32), **optional},
+        USER_EMBEDDING: dict(optional),
+    }
+
+
+def _write_signature_defaults(path: pathlib.Path, defaults: Mapping[str, Mapping[str, Any]]):
+    """Writes `defaults` into the `SignatureDef.defaults` of `path/saved_model.pb`."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = path / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(pb.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        for name, values in defaults.items():
+            signature = meta_graph.signature_def[name]
+            for alias, value in values.items():
+                signature.defaults[alias].CopyFrom(tf.make_tensor_proto(value))
+    pb.write_bytes(saved_model.SerializeToString())
 
 
 def _check_limits(features: Mapping[str, tf.Tensor], max_batch_size: int, max_length: int,
@@ -119,9 +171,19 @@ class _ServingModule(tf.Module):
 
     @staticmethod
     def _checked(features, checks):
-        """The inputs, usable only once every check has passed."""
+        """The inputs, usable only once every check has passed, each at the batch size.
+
+        An input of batch 1 beside a larger `watch_history` batch is repeated over the batch:
+        a default value (`signature_defaults`) filled in by the server is one row.
+        """
         with tf.control_dependencies(checks):
-            return {name: tf.identity(value) for name, value in features.items()}
+            features = {name: tf.identity(value) for name, value in features.items()}
+        batch = tf.shape(features[WATCH_HISTORY])[:1]
+        return {
+            name: value if name == WATCH_HISTORY
+            else tf.broadcast_to(value, tf.concat([batch, tf.shape(value)[1:]], axis=0))
+            for name, value in features.items()
+        }
 
     def _user(self, features, checks):
         return self._user_embedding(self._checked(features, checks), training=False)
@@ -313,6 +375,7 @@ def export_saved_model(
             namespace_whitelist=["Scann"] if index == "scann" else None)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
                             options=options)
+        _write_signature_defaults(tmp, signature_defaults(model, k))
         if warmup:
             write_warmup(tmp / WARMUP_FILE, base.name, warmup_inputs(model, specs), k)
         if target.exists():
