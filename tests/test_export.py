@@ -282,10 +282,6 @@ def test_invalid_arguments(tmp_path, kwargs, error, match):
 def test_invalid_models(tmp_path):
     with pytest.raises(TypeError, match="Received: model="):
         export_saved_model(tf.keras.Sequential(), tmp_path)
-    integer_ids = YouTubeCandidateModel(YouTubeCandidateConfig(
-        num_videos=10, features=["watches"], num_sampled=2))
-    with pytest.raises(ValueError, match="video_vocabulary=None"):
-        export_saved_model(integer_ids, tmp_path)
 
 
 def test_latest_version_ignores_temp_and_non_integer_dirs(tmp_path):

@@ -160,3 +160,30 @@ def test_optional_inputs_have_signature_defaults_repeated_over_the_batch(tmp_pat
     np.testing.assert_allclose(filled[SCORES].numpy(), explicit[SCORES].numpy())
     with pytest.raises(tf.errors.InvalidArgumentError):  # 2 rows for a batch of 3
         served[SERVING_DEFAULT](watch_history=history, **{**repeated, "age": tf.zeros([2])})
+
+
+@pytest.mark.parametrize("index", ["brute_force", "scann"])
+def test_integer_id_models_export(tmp_path, index):
+    config = YouTubeCandidateConfig(num_videos=30, embedding_dim=8, output_dim=8, depth=1,
+                                    features=["watches"], num_sampled=5, seed=1)
+    model = YouTubeCandidateModel(config)
+    model.user_embedding(model.placeholder_features())
+    rng = np.random.default_rng(5)
+    for variable in model.trainable_variables:
+        variable.assign(rng.normal(size=variable.shape).astype("float32"))
+    options = {"scann_options": {"brute_force_threshold": 1000}} if index == "scann" else {}
+    path = export_saved_model(model, tmp_path, index=index, k=28, **options)  # with warmup
+    served = tf.saved_model.load(str(path)).signatures
+    history = tf.constant([[3, 4, -1], [7, 99, -5]], tf.int64)  # 99 and -5 are unknown
+    out = served[SERVING_DEFAULT](watch_history=history)
+    ids, scores = out[VIDEO_IDS].numpy(), out[SCORES].numpy()
+    assert out[VIDEO_IDS].dtype == tf.int64
+    known = tf.constant([[3, 4, -1], [7, -1, -1]], tf.int64)
+    expected = model.scores({"watch_history": known}).numpy()
+    for row, watched in enumerate([{3, 4}, {7}]):
+        order = [j for j in np.argsort(-expected[row], kind="stable") if j not in watched]
+        assert list(ids[row][ids[row] >= 0]) == order[:28]
+        np.testing.assert_allclose(scores[row][ids[row] >= 0], expected[row][order[:28]],
+                                   rtol=1e-4, atol=1e-5)
+    # 30 videos, 2 watched, k = 28: nothing is short; 1 watched in row 1 leaves 29 for 28.
+    assert (ids >= 0).all()

@@ -166,11 +166,18 @@ class _ServingModule(tf.Module):
         self.max_batch_size = max_batch_size
         self.max_history = max_history
         self.max_length = max_length
-        self.video_ids = tf.constant(list(model.config.video_vocabulary), tf.string)
-        self.num_oov = model.history_pooler.num_oov_indices
+        vocabulary = model.config.video_vocabulary
+        self.num_videos = model.config.num_videos
+        # Integer-ID models answer with catalogue rows (int64, -1 pads).
+        self.video_ids = None if vocabulary is None else tf.constant(list(vocabulary), tf.string)
+        self.num_oov = model.history_pooler.num_oov_indices if vocabulary is not None else 0
+        # Bags of integer IDs: IDs outside a table are dropped like padding (contribute nothing).
+        self._int_bags = {
+            name: layer.input_dim for name, layer in model.feature_layers.items()
+            if isinstance(layer, HistoryEmbeddingPooler) and layer.lookup is None
+        }
 
-    @staticmethod
-    def _checked(features, checks):
+    def _checked(self, features, checks):
         """The inputs, usable only once every check has passed, each at the batch size.
 
         An input of batch 1 beside a larger `watch_history` batch is repeated over the batch:
@@ -178,12 +185,22 @@ class _ServingModule(tf.Module):
         """
         with tf.control_dependencies(checks):
             features = {name: tf.identity(value) for name, value in features.items()}
+        features = self._known(features)
         batch = tf.shape(features[WATCH_HISTORY])[:1]
         return {
             name: value if name == WATCH_HISTORY
             else tf.broadcast_to(value, tf.concat([batch, tf.shape(value)[1:]], axis=0))
             for name, value in features.items()
         }
+
+    def _known(self, features):
+        """Integer bags with unknown IDs (negative or beyond the table) turned into padding."""
+        out = dict(features)
+        for name, size in self._int_bags.items():
+            if name in out:
+                ids = out[name]
+                out[name] = tf.where((ids >= 0) & (ids < size), ids, tf.constant(-1, ids.dtype))
+        return out
 
     def _user(self, features, checks):
         return self._user_embedding(self._checked(features, checks), training=False)
@@ -213,9 +230,12 @@ class _ServingModule(tf.Module):
         watched = tf.equal(tf.gather(watched_rows, at, batch_dims=1), rows)
         scores = tf.where(watched, tf.constant(-np.inf, scores.dtype), scores)
         scores, positions = tf.math.top_k(scores, k)
-        ids = tf.gather(self.video_ids, tf.gather(rows, positions, batch_dims=1))
-        # Fewer than k unwatched videos in the whole catalogue: pad with "" and -inf.
-        ids = tf.where(tf.math.is_inf(scores), tf.constant("", tf.string), ids)
+        ids = tf.gather(rows, positions, batch_dims=1)
+        if self.video_ids is not None:
+            ids = tf.gather(self.video_ids, ids)
+        # Fewer than k unwatched videos in the whole catalogue: pad with "" (or -1) and -inf.
+        pad = tf.constant("" if self.video_ids is not None else -1, ids.dtype)
+        ids = tf.where(tf.math.is_inf(scores), pad, ids)
         # Declared shapes, so clients read the exported maximum k from the signature.
         width = k if isinstance(k, int) else None
         ids.set_shape([None, width])
@@ -288,7 +308,9 @@ def export_saved_model(
     TF Serving needs a ScaNN build); `index="brute_force"` uses core TensorFlow ops only.
 
     Args:
-        model: `YouTubeCandidateModel` with a `video_vocabulary` (string video IDs).
+        model: `YouTubeCandidateModel`. With a `video_vocabulary` requests and results carry
+            string video IDs; without one (integer IDs) they carry catalogue rows, int64, -1
+            padding the results.
         base_path: str or path. The TF Serving model base path (created if missing).
         version: int >= 0. Defaults to the largest existing version + 1 (1 if none).
         index: str. "scann" or "brute_force". Defaults to "scann".
@@ -306,7 +328,7 @@ def export_saved_model(
         `pathlib.Path` of the version directory.
 
     Raises:
-        ValueError: on a model without `video_vocabulary`, an existing `version`, a bad
+        ValueError: on an existing `version`, a bad
             `index`, `k`, `max_batch_size`, `max_history`, or unknown `scann_options` keys
             (or `scann_options` with `index="brute_force"`).
         TypeError: if `model` is not a `YouTubeCandidateModel` or an int argument is not an int.
@@ -327,15 +349,10 @@ def export_saved_model(
     """
     if not isinstance(model, YouTubeCandidateModel):
         raise TypeError(f"`model` must be a YouTubeCandidateModel. Received: model={model!r}")
-    vocabulary = model.config.video_vocabulary
-    if vocabulary is None:
-        raise ValueError(
-            "`model` must take string video IDs (a config with `video_vocabulary`). "
-            "Received: model with video_vocabulary=None"
-        )
     if index not in INDEX_KINDS:
         raise ValueError(f"`index` must be one of {INDEX_KINDS}. Received: index={index!r}")
-    check_int("k", k, 1, len(vocabulary))
+    num_videos = model.config.num_videos
+    check_int("k", k, 1, num_videos)
     check_int("max_batch_size", max_batch_size, 1)
     max_history = model.config.max_history if max_history is None else max_history
     check_int("max_history", max_history, 0)
@@ -346,7 +363,7 @@ def export_saved_model(
             f"scann_options={scann_options!r}"
         )
     if index == "scann":
-        scann_settings(len(vocabulary), k + max_history, scann_options)  # validates keys
+        scann_settings(num_videos, k + max_history, scann_options)  # validates keys
     base = pathlib.Path(base_path)
     if version is None:
         version = (latest_version(base) or 0) + 1
