@@ -7,6 +7,13 @@ NDCG@K (1/log2(rank + 1) within K). A held-out re-watch of an earlier video is e
 rest, so it is a miss for every recommender: the candidates never depend on the label. So is a
 held-out video outside the catalogue (`video_vocab`): it gets rank 0. `rank_metrics_by_history`
 reports cold-start users (empty `watch_history`) apart from the others.
+
+Memory: a model is evaluated without a dense `[batch, num_videos]` score matrix (at 1,024
+users and 10,000,000 videos that is 40 GB): `model_ranks` scores the catalogue in chunks of
+`chunk_size` videos (`tfrs_youtube.topk.chunked_label_ranks`). Every user's watched videos are
+one CSR structure for the whole holdout (all `seen` IDs looked up at once, and row splits).
+Generic Python scorers (`scorer_ranks`, the baselines) return dense scores, so they are dense
+per batch: `[batch_size, num_videos]` float64 at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from typing import Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tfrs_youtube._checks import check_int
 from tfrs_youtube.data.examples import EXAMPLE_AGE, WATCH_HISTORY
+from tfrs_youtube.topk import DEFAULT_CHUNK_SIZE, chunked_label_ranks
 
 __all__ = [
     "rank_metrics",
@@ -79,22 +88,60 @@ def ranks_of_labels(
     Ties count against the label (a label tied with another video ranks below it), so a
     constant scorer cannot look good. Labels < 0 (not in the catalogue) get rank 0.
     """
-    scores = np.array(scores, dtype=np.float64, copy=True)
+    scores = np.asarray(scores)
     labels = np.asarray(labels, dtype=np.int64)
     if scores.ndim != 2 or labels.shape != (scores.shape[0],):
         raise ValueError(
             f"`scores` must be [n, num_videos] and `labels` [n]. Received: scores "
             f"{scores.shape}, labels {labels.shape}"
         )
+    values, row_splits = None, None
     if seen is not None:
-        rows = np.repeat(np.arange(len(seen)), [len(s) for s in seen])
-        cols = np.concatenate([np.asarray(s, dtype=np.int64) for s in seen]) if len(rows) else []
-        keep = np.asarray(cols) >= 0
-        scores[rows[keep], np.asarray(cols)[keep]] = -np.inf
+        lengths = np.fromiter(map(len, seen), dtype=np.int64, count=len(seen))
+        row_splits = np.concatenate([[0], np.cumsum(lengths)])
+        values = np.concatenate(seen).astype(np.int64) if row_splits[-1] else np.zeros(0, np.int64)
+    return _ranks_with_exclusions(scores, labels, values, row_splits)
+
+
+def _ranks_with_exclusions(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    values: np.ndarray | None,
+    row_splits: np.ndarray | None,
+) -> np.ndarray:
+    """`ranks_of_labels` with the exclusions as CSR: row i excludes values[splits[i]:...]."""
+    scores = np.array(scores, dtype=np.float64, copy=True)
+    if values is not None and len(values):
+        rows = np.repeat(np.arange(len(row_splits) - 1), np.diff(row_splits))
+        keep = values >= 0  # -1: a video outside the catalogue
+        scores[rows[keep], values[keep]] = -np.inf
     valid = labels >= 0
     label_scores = scores[np.arange(len(labels)), np.where(valid, labels, 0)]
     ranks = (scores >= label_scores[:, None]).sum(axis=1)
     return np.where(valid & np.isfinite(label_scores), ranks, 0)
+
+
+def _seen_csr(holdout: object, video_vocab: object) -> tuple[np.ndarray, np.ndarray]:
+    """Every holdout user's earlier watches as catalogue rows, CSR `(values, row_splits)`.
+
+    One `Vocabulary.index` call on all the users' IDs at once; IDs outside the catalogue are
+    -1. Without `seen`, nothing is excluded.
+    """
+    n = len(holdout.features["label"])  # type: ignore[attr-defined]
+    seen = holdout.seen  # type: ignore[attr-defined]
+    if seen is None:
+        return np.zeros([0], np.int64), np.zeros([n + 1], np.int64)
+    lengths = np.fromiter(map(len, seen), dtype=np.int64, count=len(seen))
+    if len(lengths) != n:
+        raise ValueError(
+            f"`holdout.seen` must have one entry per example ({n}). Received: {len(lengths)}"
+        )
+    row_splits = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if row_splits[-1] == 0:
+        return np.zeros([0], np.int64), row_splits
+    ids = np.concatenate(seen).astype(object)
+    values = video_vocab.index(ids, unknown=-1)  # type: ignore[attr-defined]
+    return np.asarray(values, np.int64), row_splits
 
 
 def split_ranks_by_history(ranks: np.ndarray, holdout: object) -> dict[str, np.ndarray]:
@@ -166,6 +213,9 @@ def scorer_ranks(
 ) -> np.ndarray:
     """Rank of each holdout user's held-out video under `scorer`, watched videos excluded.
 
+    A generic scorer returns dense scores, so memory is `[batch_size, num_videos]` (float64)
+    per batch; `model_ranks` scores a model's catalogue in chunks instead.
+
     Args:
         scorer: callable mapping a batch of holdout features (dict of numpy arrays) to scores
             [batch, num_videos] in the order of `video_vocab`.
@@ -181,19 +231,22 @@ def scorer_ranks(
     if n == 0:
         raise ValueError("`holdout` has no examples to evaluate.")
     labels = video_vocab.index(features["label"], unknown=-1)  # type: ignore[attr-defined]
-    seen = holdout.seen  # type: ignore[attr-defined]
+    values, row_splits = _seen_csr(holdout, video_vocab)
     ranks = []
     for start in range(0, n, batch_size):
         stop = min(start + batch_size, n)
         batch = {key: value[start:stop] for key, value in features.items()}
-        batch_seen = None
-        if seen is not None:
-            batch_seen = [
-                video_vocab.index(s, unknown=-1)  # type: ignore[attr-defined]
-                for s in seen[start:stop]
-            ]
         scores = np.asarray(scorer(batch))
-        ranks.append(ranks_of_labels(scores, labels[start:stop], batch_seen))
+        if scores.ndim != 2 or scores.shape[0] != stop - start:
+            raise ValueError(
+                f"`scorer` must return scores [batch, num_videos] with one row per user "
+                f"({stop - start}). Received: shape {scores.shape}"
+            )
+        batch_values = values[row_splits[start] : row_splits[stop]]
+        batch_splits = row_splits[start : stop + 1] - row_splits[start]
+        ranks.append(
+            _ranks_with_exclusions(scores, labels[start:stop], batch_values, batch_splits)
+        )
     return np.concatenate(ranks)
 
 
@@ -218,28 +271,93 @@ def evaluate_scorer(
     return rank_metrics(scorer_ranks(scorer, holdout, video_vocab, batch_size), ks)
 
 
-def _model_scorer(model: tf.keras.Model, keys: Iterable[str]) -> Scorer:
+def _model_embedder(
+    model: tf.keras.Model, keys: Iterable[str]
+) -> Callable[[Mapping[str, np.ndarray]], tf.Tensor]:
+    """The user vectors `u` of a batch of holdout features, traced once for every batch."""
     keys = list(keys)
     traced: list[Callable[[dict[str, tf.Tensor]], tf.Tensor]] = []
 
-    def scorer(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def embed(batch: Mapping[str, np.ndarray]) -> tf.Tensor:
         inputs = {k: tf.constant(batch[k]) for k in keys if k in batch}
         if not traced:  # one trace for every batch size and history width
             signature = {
                 k: tf.TensorSpec([None] * v.shape.rank, v.dtype) for k, v in inputs.items()
             }
-            traced.append(tf.function(model.scores, input_signature=[signature]))
-        return traced[0](inputs).numpy()
+            traced.append(tf.function(model.user_embedding, input_signature=[signature]))
+        return traced[0](inputs)
 
-    return scorer
+    return embed
 
 
 def model_ranks(
-    model: tf.keras.Model, holdout: object, video_vocab: object, batch_size: int = 256
+    model: tf.keras.Model,
+    holdout: object,
+    video_vocab: object,
+    batch_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> np.ndarray:
-    """`scorer_ranks` for a `YouTubeCandidateModel` (its logits u·v_j + b_j), example age 0."""
-    keys = [k for k in model.feature_layers if k != EXAMPLE_AGE]
-    return scorer_ranks(_model_scorer(model, keys), holdout, video_vocab, batch_size)
+    """`scorer_ranks` for a `YouTubeCandidateModel` (its logits u·v_j + b_j), example age 0.
+
+    The user vectors are computed `batch_size` users at a time, and each batch is ranked by
+    `tfrs_youtube.topk.chunked_label_ranks` over `chunk_size` videos at a time, with the
+    users' watched videos excluded: memory is O(batch_size x chunk_size), never
+    `[batch_size, num_videos]`. The ranks are those of the dense `ranks_of_labels` on
+    `model.scores` (see the float note of `tfrs_youtube.topk`).
+
+    Args:
+        model: a `YouTubeCandidateModel` (anything with `feature_layers`, `user_embedding` and
+            `candidates` with `lookup` and `num_candidates`).
+        holdout: `tfrs_youtube.data.ExampleSet` with `label` and `seen` (every earlier watch).
+        video_vocab: `tfrs_youtube.data.Vocabulary` of the model's catalogue, in its order.
+        batch_size: int >= 1. Users ranked at once. Defaults to 256.
+        chunk_size: int >= 1. Videos scored at once. Defaults to 65,536.
+
+    Returns:
+        int array [num_users] of ranks (1 = top, 0 = not rankable).
+
+    Raises:
+        ValueError: if `holdout` is empty, `batch_size` or `chunk_size` is not a positive int,
+            or `video_vocab` has another size than the model's catalogue.
+    """
+    batch_size = check_int("batch_size", batch_size, 1)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    features = holdout.features  # type: ignore[attr-defined]
+    n = len(features["label"])
+    if n == 0:
+        raise ValueError("`holdout` has no examples to evaluate.")
+    candidates = model.candidates
+    num_videos = int(candidates.num_candidates)
+    if len(video_vocab) != num_videos:  # type: ignore[arg-type]
+        raise ValueError(
+            f"`video_vocab` must be the model's catalogue of {num_videos} videos. Received: "
+            f"a vocabulary of {len(video_vocab)}"  # type: ignore[arg-type]
+        )
+    labels = video_vocab.index(features["label"], unknown=-1)  # type: ignore[attr-defined]
+    values, row_splits = _seen_csr(holdout, video_vocab)
+    embed = _model_embedder(model, [k for k in model.feature_layers if k != EXAMPLE_AGE])
+    int_spec = tf.TensorSpec([None], tf.int64)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None], tf.float32), int_spec, int_spec, int_spec]
+    )
+    def rank_batch(query, batch_labels, batch_values, batch_splits):
+        return chunked_label_ranks(
+            query, candidates, batch_labels, (batch_values, batch_splits), num_videos,
+            chunk_size,
+        )  # fmt: skip
+
+    ranks = []
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        query = tf.cast(embed({key: value[start:stop] for key, value in features.items()}),
+                        tf.float32)  # fmt: skip
+        batch_values = values[row_splits[start] : row_splits[stop]]
+        batch_splits = row_splits[start : stop + 1] - row_splits[start]
+        ranks.append(
+            rank_batch(query, labels[start:stop], batch_values, batch_splits).numpy()
+        )
+    return np.concatenate(ranks)
 
 
 def evaluate_model(
@@ -248,13 +366,15 @@ def evaluate_model(
     video_vocab: object,
     ks: Sequence[int] = (10, 50, 100),
     batch_size: int = 256,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> dict[str, float]:
     """`evaluate_scorer` for a `YouTubeCandidateModel` (its logits u·v_j + b_j).
 
-    `example_age` is left out of the inputs, so it is 0 as at serving time.
+    `example_age` is left out of the inputs, so it is 0 as at serving time. The catalogue is
+    scored `chunk_size` videos at a time (`model_ranks`).
     """
     ks = _check_ks(ks)
-    return rank_metrics(model_ranks(model, holdout, video_vocab, batch_size), ks)
+    return rank_metrics(model_ranks(model, holdout, video_vocab, batch_size, chunk_size), ks)
 
 
 def most_popular_scorer(video_vocab: object) -> Scorer:
