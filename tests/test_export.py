@@ -58,15 +58,28 @@ def _requests():
         "watch_history": np.array(history, dtype=object),
         "search_tokens": np.array([["cat", ""], ["dog", "cat_dog"], ["", ""], ["x", ""]],
                                   dtype=object),
+        "search_query": np.array([["", ""], ["", ""], ["Cat dog", ""], ["", "dog"]],
+                                 dtype=object),
         "geo": np.array(["us", "de", "fr", ""], dtype=object),
         "age": np.array([12.0, 40.0, 0.0, 70.0], dtype=np.float32),
     }
+
+
+def _tokens(query):
+    words = query.lower().split()
+    return words + [a + "_" + b for a, b in zip(words, words[1:])]
 
 
 def _reference(model, features, k, example_age=None):
     """NumPy top-k of u.v_j + b_j with each row's watched videos excluded."""
     age = np.zeros(len(features["age"]), np.float32) if example_age is None else example_age
     tensors = {name: tf.constant(value) for name, value in features.items()}
+    # Raw queries reach the model as their tokens, after the request's own search tokens.
+    queries = [[t for t in row if t] for row in features["search_query"]]
+    tokens = [[t for t in row if t] + [w for q in qs for w in _tokens(q)]
+              for row, qs in zip(features["search_tokens"], queries)]
+    width = max(len(row) for row in tokens) or 1
+    tensors["search_tokens"] = tf.constant([row + [""] * (width - len(row)) for row in tokens])
     u = model.user_embedding({**tensors, "example_age": tf.constant(age)}).numpy()
     if model.candidates.embeddings is None:  # tied: the history's rows, after its OOV row
         table = model.history_pooler.embedding.embeddings.numpy()[1:1 + len(VOCAB)]
@@ -125,7 +138,7 @@ for graph in proto.meta_graphs:
 missing = sorted(op for op in ops if op_def_registry.get(op) is None)
 served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 served(watch_history=tf.constant([["v1", ""]]), search_tokens=tf.constant([["cat"]]),
-       geo=tf.constant(["us"]), age=tf.constant([20.0]))
+       search_query=tf.constant([["dog"]]), geo=tf.constant(["us"]), age=tf.constant([20.0]))
 print(json.dumps({"ops": sorted(ops), "missing": missing, "scann": "scann" in sys.modules}))
 """
 
@@ -206,7 +219,8 @@ def test_watched_videos_never_come_back_even_beyond_max_history(tmp_path):
     served = tf.saved_model.load(str(path)).signatures[SERVING_DEFAULT]
     history = [VOCAB[:37], VOCAB[3:40]]
     out = served(watch_history=tf.constant(history), search_tokens=tf.constant([[""], [""]]),
-                 geo=tf.constant(["us", "us"]), age=tf.constant([1.0, 1.0]))
+                 search_query=tf.constant([[""], [""]]), geo=tf.constant(["us", "us"]),
+                 age=tf.constant([1.0, 1.0]))
     ids = out[VIDEO_IDS].numpy().astype(str)
     assert sorted(ids[0, :3]) == ["v37", "v38", "v39"]
     assert sorted(ids[1, :3]) == ["v0", "v1", "v2"]
@@ -254,7 +268,8 @@ def test_serving_input_signature():
     specs = serving_input_signature(_model())
     assert {name: (tuple(s.shape.as_list()), s.dtype) for name, s in specs.items()} == {
         "watch_history": ((None, None), tf.string), "search_tokens": ((None, None), tf.string),
-        "geo": ((None,), tf.string), "age": ((None,), tf.float32),
+        "search_query": ((None, None), tf.string), "geo": ((None,), tf.string),
+        "age": ((None,), tf.float32),
     }
     assert all(spec.name == name for name, spec in specs.items())
 

@@ -187,3 +187,40 @@ def test_integer_id_models_export(tmp_path, index):
                                    rtol=1e-4, atol=1e-5)
     # 30 videos, 2 watched, k = 28: nothing is short; 1 watched in row 1 leaves 29 for 28.
     assert (ids >= 0).all()
+
+
+@pytest.mark.parametrize("max_history, max_tokens", [(50, 50), (50, 4), (1, 50), (2, 3)])
+def test_query_tokenization_in_the_graph_is_the_training_one(max_history, max_tokens):
+    import pandas as pd
+
+    from tfrs_youtube.data import WatchLog, build_examples
+    from tfrs_youtube.export import tokenize_queries
+
+    queries = ["Cat  Videos", "funny DOG\tclip", "how to Tie a tie", "ÉTÉ Paris"]
+    log = WatchLog(
+        pd.DataFrame({"user_id": ["a"] * 3, "video_id": ["x", "y", "z"],
+                      "timestamp": [0.0, 1.0, 10.0]}),
+        searches=pd.DataFrame({"user_id": ["a"] * 4, "search_query": queries,
+                               "timestamp": [2.0, 3.0, 4.0, 5.0]}),
+    )
+    data = build_examples(log, max_history=max_history, max_search_tokens=max_tokens)
+    trained = [t for t in data.holdout.features["search_tokens"][0] if t]
+    padded = tf.constant([["", queries[0], queries[1], "", queries[2], queries[3]]])
+    served = [t.decode() for t in tokenize_queries(padded, max_history, max_tokens).numpy()[0]]
+    assert [t for t in served if t] == trained
+    assert len(served) == max_tokens
+
+
+def test_raw_search_queries_score_as_their_tokens(tmp_path):
+    model = _model(40, features=["watches", "search"],
+                   search_vocabulary=["cat", "dog", "cat_dog", "funny"], search_embedding_dim=4)
+    path = export_saved_model(model, tmp_path, index="brute_force", k=5)  # warmup included
+    served = tf.saved_model.load(str(path)).signatures[SERVING_DEFAULT]
+    history = tf.constant([["v1", "v2"], ["v3", ""]])
+    raw = served(watch_history=history, search_tokens=tf.constant([[""], [""]]),
+                 search_query=tf.constant([["Funny CAT dog", ""], ["", "dog"]]))
+    tokens = served(watch_history=history, search_query=tf.constant([[""], [""]]),
+                    search_tokens=tf.constant([["funny", "cat", "dog", "funny_cat", "cat_dog"],
+                                               ["dog", "", "", "", ""]]))
+    np.testing.assert_array_equal(raw[VIDEO_IDS].numpy(), tokens[VIDEO_IDS].numpy())
+    np.testing.assert_allclose(raw[SCORES].numpy(), tokens[SCORES].numpy(), rtol=1e-6)

@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube._checks import check_int
+from tfrs_youtube.data.schema import SEARCH_QUERY
 from tfrs_youtube.index import SCANN_OPTIONS, TopNIndex, scann_defaults, scann_settings
-from tfrs_youtube.keys import EXAMPLE_AGE, WATCH_HISTORY
+from tfrs_youtube.keys import EXAMPLE_AGE, SEARCH_TOKENS, WATCH_HISTORY
 from tfrs_youtube.layers import CategoricalEmbedding, HistoryEmbeddingPooler
 from tfrs_youtube.models import YouTubeCandidateModel
 from tfrs_youtube.serving.layout import latest_version, warmup_inputs, write_warmup
@@ -37,7 +38,8 @@ from tfrs_youtube.serving.signatures import (
 __all__ = [
     "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "K_INPUT",
     "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
-    "export_saved_model", "serving_input_signature", "signature_defaults", "latest_version",
+    "export_saved_model", "serving_input_signature", "signature_defaults", "tokenize_queries",
+    "latest_version",
     "scann_defaults",
     "TopNIndex",
 ]
@@ -48,7 +50,9 @@ def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.Tensor
     """The request inputs of `serving_default`: the model's features except `example_age`.
 
     Bags (`watch_history`, `search_tokens`) are `[batch, n]` padded IDs, categorical features
-    `[batch]` IDs (string, or int64 in integer mode), any other feature float32 `[batch]`.
+    `[batch]` IDs (string, or int64 in integer mode), any other feature float32 `[batch]`. A
+    model with search tokens also takes `search_query`, `[batch, q]` raw query strings, oldest
+    first, "" pads, tokenized in the graph as training tokenizes them (`tokenize_queries`).
 
     >>> from tfrs_youtube.models import YouTubeCandidateConfig
     >>> model = YouTubeCandidateModel(YouTubeCandidateConfig(video_vocabulary=["a", "b"],
@@ -57,6 +61,8 @@ def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.Tensor
     {'watch_history': TensorSpec(shape=(None, None), dtype=tf.string, name='watch_history')}
     """
     specs = {}
+    if SEARCH_TOKENS in model.feature_layers:
+        specs[SEARCH_QUERY] = tf.TensorSpec([None, None], tf.string, name=SEARCH_QUERY)
     for name, layer in model.feature_layers.items():
         if name == EXAMPLE_AGE:
             continue
@@ -69,6 +75,25 @@ def serving_input_signature(model: YouTubeCandidateModel) -> dict[str, tf.Tensor
         else:
             specs[name] = tf.TensorSpec([None], tf.float32, name=name)
     return specs
+
+
+def tokenize_queries(queries: tf.Tensor, max_queries: int, max_tokens: int) -> tf.Tensor:
+    """Search tokens of raw queries, as `build_examples` makes them for training.
+
+    Per row (`[batch, q]` strings, oldest first, "" anywhere is padding): the most recent
+    `max_queries` queries, each lower-cased and split on whitespace into its unigrams
+    followed by its `_`-joined bigrams, the queries' tokens in order, then the last
+    `max_tokens` of them; `[batch, max_tokens]`, "" padding on the right.
+
+    >>> tokens = tokenize_queries(tf.constant([["Cat  Videos", "", "funny DOG"]]), 50, 4)
+    >>> tokens.numpy().astype(str).tolist()
+    [['cat_videos', 'funny', 'dog', 'funny_dog']]
+    """
+    queries = tf.ragged.boolean_mask(queries, tf.not_equal(queries, ""))[:, -max_queries:]
+    words = tf.strings.split(tf.strings.lower(queries, encoding="utf-8"))
+    pairs = tf.strings.ngrams(words, 2, separator="_")
+    tokens = tf.concat([words, pairs], axis=2).merge_dims(1, 2)[:, -max_tokens:]
+    return tokens.to_tensor("", shape=[None, max_tokens])
 
 
 def signature_defaults(model: YouTubeCandidateModel, k: int) -> dict[str, dict[str, Any]]:
@@ -154,7 +179,8 @@ class _ServingModule(tf.Module):
     optimizer's slots nor the output table (already in the index, with the biases) are saved.
     """
 
-    def __init__(self, model, index, k_max, max_batch_size, max_history, max_length):
+    def __init__(self, model, index, k_max, max_batch_size, max_history, max_length,
+                 max_search_tokens):
         super().__init__(name="youtube_candidate_generation")
         self.feature_layers = dict(model.feature_layers)
         self.user_tower = model.user_tower
@@ -166,6 +192,8 @@ class _ServingModule(tf.Module):
         self.max_batch_size = max_batch_size
         self.max_history = max_history
         self.max_length = max_length
+        self.max_search_tokens = max_search_tokens
+        self.max_queries = model.config.max_history
         vocabulary = model.config.video_vocabulary
         self.num_videos = model.config.num_videos
         # Integer-ID models answer with catalogue rows (int64, -1 pads).
@@ -187,11 +215,16 @@ class _ServingModule(tf.Module):
             features = {name: tf.identity(value) for name, value in features.items()}
         features = self._known(features)
         batch = tf.shape(features[WATCH_HISTORY])[:1]
-        return {
+        features = {
             name: value if name == WATCH_HISTORY
             else tf.broadcast_to(value, tf.concat([batch, tf.shape(value)[1:]], axis=0))
             for name, value in features.items()
         }
+        if SEARCH_QUERY in features:  # raw queries join the search bag as their tokens
+            tokens = tokenize_queries(features.pop(SEARCH_QUERY), self.max_queries,
+                                      self.max_search_tokens)
+            features[SEARCH_TOKENS] = tf.concat([features[SEARCH_TOKENS], tokens], axis=1)
+        return features
 
     def _known(self, features):
         """Integer bags with unknown IDs (negative or beyond the table) turned into padding."""
@@ -279,6 +312,7 @@ def export_saved_model(
     max_batch_size: int = 256,
     max_history: int | None = None,
     max_history_length: int = 1000,
+    max_search_tokens: int = 50,
     scann_options: Mapping[str, Any] | None = None,
     warmup: bool = True,
 ) -> pathlib.Path:
@@ -319,8 +353,10 @@ def export_saved_model(
         max_batch_size: int >= 1. Largest batch a request may carry. Defaults to 256.
         max_history: int >= 0. Minimum over-fetch for watched videos. Defaults to the model
             config's `max_history`.
-        max_history_length: int >= 1. Longest `watch_history` (and `search_tokens`) a request
-            may send. Defaults to 1,000.
+        max_history_length: int >= 1. Longest `watch_history` (and `search_tokens`,
+            `search_query`) a request may send. Defaults to 1,000.
+        max_search_tokens: int >= 1. Tokens kept of a request's `search_query`, the most
+            recent (training's `build_examples(max_search_tokens=...)`). Defaults to 50.
         scann_options: dict. Overrides of `scann_defaults` (keys in `SCANN_OPTIONS`).
         warmup: bool. Write `assets.extra/tf_serving_warmup_requests`. Defaults to True.
 
@@ -357,6 +393,7 @@ def export_saved_model(
     max_history = model.config.max_history if max_history is None else max_history
     check_int("max_history", max_history, 0)
     check_int("max_history_length", max_history_length, 1)
+    check_int("max_search_tokens", max_search_tokens, 1)
     if scann_options is not None and index != "scann":
         raise ValueError(
             f"`scann_options` only applies to index='scann'. Received: index={index!r}, "
@@ -387,7 +424,7 @@ def export_saved_model(
         )
         top_n = TopNIndex(vectors, index, k + max_history, scann_options)
         module = _ServingModule(model, top_n, k, max_batch_size, max_history,
-                                max_history_length)
+                                max_history_length, max_search_tokens)
         options = tf.saved_model.SaveOptions(
             namespace_whitelist=["Scann"] if index == "scann" else None)
         tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),

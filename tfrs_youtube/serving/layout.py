@@ -108,11 +108,13 @@ def warmup_inputs(model: Any, specs: Mapping[str, tf.TensorSpec]) -> dict[str, n
     videos = list(model.config.video_vocabulary or [])
     inputs = {}
     for name, spec in specs.items():
-        layer = model.feature_layers[name]
+        layer = model.feature_layers.get(name)  # None for raw search queries
         vocabulary = list(getattr(layer, "vocabulary", None) or [])
         if spec.shape.rank == 2:
             words = videos if name == WATCH_HISTORY else vocabulary
-            if spec.dtype == tf.string and words:
+            if layer is None:
+                inputs[name] = np.array([["Cat videos", ""], ["", ""]], dtype=object)
+            elif spec.dtype == tf.string and words:
                 inputs[name] = np.array([[words[0], words[-1]], [words[-1], ""]], dtype=object)
             else:
                 inputs[name] = np.array([[0, 1], [1, -1]], dtype=np.int64)
