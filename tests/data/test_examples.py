@@ -530,3 +530,39 @@ def test_first_watch_is_a_cold_start_example_by_default():
     assert f["label"].tolist() == ["x", "y"]
     assert f["watch_history"].tolist() == [["", ""], ["x", ""]]  # x: empty history
     assert build_examples(log, min_history=1).train.features["label"].tolist() == ["y"]
+
+
+def _splitmix64(x):
+    """Pure-Python splitmix64 (Steele, Lea and Flood 2014), 64-bit wrapping by masks."""
+    mask = 2**64 - 1
+    z = (x + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def test_subsample_keys_match_a_pure_python_reference():
+    from tfrs_youtube.data import subsample_keys
+
+    users, positions, seed = ["u1", "u1", "u2", "é"], [0, 7, 0, 3], 11
+    hashed = pd.util.hash_array(np.array(users, dtype=object)).tolist()
+    mask = 2**64 - 1
+    expected = [
+        _splitmix64((_splitmix64(h ^ _splitmix64(seed)) + p * 0x9E3779B97F4A7C15) & mask)
+        for h, p in zip(hashed, positions)
+    ]
+    assert subsample_keys(users, positions, seed).tolist() == expected
+    # The keys of one user do not depend on which other users are drawn with it.
+    assert subsample_keys(["u2"], [0], seed).tolist() == expected[2:3]
+    assert subsample_keys(users, positions, seed + 1).tolist() != expected
+
+
+def test_examples_per_user_keeps_the_smallest_keys_by_hand():
+    from tfrs_youtube.data import subsample_keys
+
+    log = WatchLog(pd.DataFrame({"user_id": ["a"] * 6, "video_id": list("pqrstu"),
+                                 "timestamp": [1, 2, 3, 4, 5, 6]}))  # fmt: skip
+    data = build_examples(log, examples_per_user=2, seed=9)
+    keys = subsample_keys(["a"] * 5, range(5), 9)  # the 5 training watches (u is held out)
+    kept = sorted(np.argsort(keys)[:2].tolist())
+    assert data.train.features["label"].tolist() == [list("pqrst")[i] for i in kept]

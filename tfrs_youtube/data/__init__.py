@@ -2,10 +2,13 @@
 
 Sources produce a `WatchLog` (`load_movielens`, `load_watch_log` for a CSV, TSV or Parquet
 log of your own, `generate_synthetic_log`, or your own DataFrames); `build_examples` turns it
-into training and holdout examples with the vocabularies the model needs. Pure NumPy/pandas:
-TensorFlow is only imported by `ExampleSet.to_dataset`.
+into training and holdout examples with the vocabularies the model needs; `write_examples`,
+`build_examples_to_records` (streaming, bounded memory) and `beam_pipeline` (Apache Beam) write
+them as sharded TFRecords that `load_examples` and `examples_dataset` read back. Pure
+NumPy/pandas at import: TensorFlow is imported by the functions that need it.
 """
 
+from tfrs_youtube.data.beam_pipeline import build_examples_beam
 from tfrs_youtube.data.examples import (
     EXAMPLE_AGE,
     LABEL,
@@ -14,6 +17,7 @@ from tfrs_youtube.data.examples import (
     ExampleSet,
     TrainingData,
     build_examples,
+    subsample_keys,
 )
 from tfrs_youtube.data.logs import LOG_FORMATS, LoadReport, load_watch_log
 from tfrs_youtube.data.movielens import (
@@ -22,6 +26,13 @@ from tfrs_youtube.data.movielens import (
     download_movielens,
     load_movielens,
     locate_movielens,
+)
+from tfrs_youtube.data.records import (
+    build_examples_to_records,
+    examples_dataset,
+    load_examples,
+    read_manifest,
+    write_examples,
 )
 from tfrs_youtube.data.schema import (
     AGE,
@@ -70,6 +81,13 @@ __all__ = [
     "Vocabulary",
     "WatchLog",
     "build_examples",
+    "build_examples_beam",
+    "build_examples_to_records",
+    "examples_dataset",
+    "load_examples",
+    "read_manifest",
+    "subsample_keys",
+    "write_examples",
     "download_movielens",
     "locate_movielens",
     "MOVIELENS_ENV",
