@@ -96,6 +96,9 @@ class YouTubeCandidateConfig:
         example_age_buckets: int. One-hot buckets of the example age fed beside [x, x^2]
             (`ExampleAge(num_buckets=...)`); 0 for none.
         seed: int. Seed of the negative sampler.
+        cross_replica_negatives: bool. Under a `tf.distribute` strategy with several replicas
+            in sync, the in-batch negatives of "in_batch" and "mixed" are the labels of every
+            replica, not only the replica's own (`SampledSoftmaxRetrieval`).
     """
 
     video_vocabulary: list[str] | None = None
@@ -131,6 +134,7 @@ class YouTubeCandidateConfig:
     user_vocabulary: list[str] | None = None
     example_age_buckets: int = 0
     seed: int | None = None
+    cross_replica_negatives: bool = False
 
     def __post_init__(self) -> None:
         if self.video_vocabulary is not None:

@@ -217,6 +217,7 @@ class YouTubeCandidateModel(tfrs.Model):
             # Cutoffs beyond a small catalogue are meaningless (recall 1): leave them out.
             metrics_k=tuple(k for k in c.metrics_k if k <= c.num_videos),
             seed=c.seed,
+            cross_replica_negatives=c.cross_replica_negatives,
             name="sampled_softmax",
         )
 
@@ -274,16 +275,33 @@ class YouTubeCandidateModel(tfrs.Model):
                 f"Received keys: {sorted(features)}"
             )
         user = self.user_embedding(features, training=training)
+        optimizer = getattr(self, "optimizer", None)
         return self.task(
             user,
             self.label_indices(features[LABEL]),
             self.candidates,
             sample_weight=features.get(SAMPLE_WEIGHT),
             compute_metrics=not training,
+            # The step seeds the negatives: per replica and step, and restored with the
+            # optimizer from a checkpoint, so a resumed run draws what an uninterrupted one did.
+            step=optimizer.iterations if training and optimizer is not None else None,
+            training=training,
         )
 
     def train_step(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        logs = super().train_step(inputs)
+        # TFRS's train step, with the regularization loss divided by the replicas in sync:
+        # the optimizer sums the replicas' gradients, and the task's loss is already a mean
+        # over the global batch (DESIGN.md section 7).
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization_loss = tf.nn.scale_regularization_loss(
+                tf.reduce_sum([tf.reduce_sum(term) for term in self.losses])
+            )
+            total_loss = loss + regularization_loss
+        gradients = tape.gradient(total_loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        logs = {metric.name: metric.result() for metric in self.metrics}
+        logs.update(loss=loss, regularization_loss=regularization_loss, total_loss=total_loss)
         # Top-K accuracy needs full-catalogue logits, so the task computes it only when evaluating;
         # its never-updated value is left out of the training logs. TFRS's total_loss is loss
         # plus regularization_loss, and the latter is 0 without regularizers: each is shown

@@ -345,10 +345,11 @@ def test_config_round_trip():
     task = SampledSoftmaxRetrieval(
         30, num_sampled=7, sampler="mixed", candidate_counts=COUNTS, unigram_distortion=0.5,
         logq_correction=True, remove_accidental_hits=False, metrics_k=(2, 4),
-        mixed_base="uniform", seed=5, name="retrieval",
+        mixed_base="uniform", seed=5, cross_replica_negatives=True, name="retrieval",
     )
     config = task.get_config()
     assert config["candidate_counts"] == COUNTS.tolist()
+    assert config["cross_replica_negatives"] is True
     restored = SampledSoftmaxRetrieval.from_config(config)
     assert restored.get_config() == config
     assert [m.name for m in restored.metrics] == ["top_2_accuracy", "top_4_accuracy"]
@@ -431,3 +432,50 @@ def test_call_errors():
     full = SampledSoftmaxRetrieval(31, num_sampled=None)
     with pytest.raises(ValueError, match=r"returned 30 columns but the task has num_candidates=31"):
         full(u, tf.constant(labels), TableCandidates(table, bias))
+
+
+def _recorded_draw(task, sampler, u, labels, candidates, **call_args):
+    task(u, labels, candidates, compute_metrics=False, **call_args)
+    return sampler.last[0].numpy()
+
+
+def test_negatives_are_seeded_by_step():
+    # The negatives are a function of (seed, step, replica): the same step draws the same ones
+    # (a resumed run), the next step others; without `step` the task's own counter advances on
+    # every training call and not on `training=False` ones.
+    table, bias, u, labels = _problem(seed=16)
+    candidates = TableCandidates(table, bias)
+    sampler = RecordingSampler(samplers.LogUniformSampler(30))
+    task = SampledSoftmaxRetrieval(30, num_sampled=10, sampler=sampler, seed=2)
+    draw = lambda **kw: _recorded_draw(task, sampler, u, labels, candidates, **kw)  # noqa: E731
+    np.testing.assert_array_equal(draw(step=4), draw(step=4))
+    assert not np.array_equal(draw(step=4), draw(step=5))
+    other_seed = SampledSoftmaxRetrieval(30, num_sampled=10, sampler=sampler, seed=3)
+    other = _recorded_draw(other_seed, sampler, u, labels, candidates, step=4)
+    assert not np.array_equal(other, draw(step=4))
+    first, second = draw(), draw()
+    assert not np.array_equal(first, second)
+    np.testing.assert_array_equal(first, draw(step=0))  # the own counter started at 0
+    held = draw(training=False)
+    np.testing.assert_array_equal(held, draw(training=False))  # evaluation does not advance it
+    np.testing.assert_array_equal(held, draw(step=2))  # it stands at 2 after two calls
+    # The same draw as the sampler given the task's stateless seed directly.
+    direct = samplers.LogUniformSampler(30).sample(10, labels, seed=task.sampler_seed(7, 0))
+    np.testing.assert_array_equal(draw(step=7), direct[0].numpy())
+
+
+def test_cross_replica_negatives_without_replicas_is_the_plain_loss():
+    table, bias, u, labels = _problem(seed=17)
+    candidates = TableCandidates(table, bias)
+    losses = [
+        float(SampledSoftmaxRetrieval(30, num_sampled=5, sampler="in_batch",
+                                      logq_correction=False, cross_replica_negatives=cross)(
+            u, labels, candidates, compute_metrics=False))
+        for cross in (False, True)
+    ]
+    assert losses[0] == losses[1]
+
+
+def test_seed_must_be_an_int():
+    with pytest.raises(ValueError, match=r"Received: seed=1.5"):
+        SampledSoftmaxRetrieval(30, num_sampled=5, seed=1.5)

@@ -298,3 +298,40 @@ def test_get_sampler_errors(kwargs, error, match):
 def test_mixed_sampler_rejects_in_batch_base():
     with pytest.raises(TypeError, match=r"`base` must be a CandidateSampler.*Received: base="):
         samplers.MixedSampler(12, samplers.InBatchSampler(12))
+
+
+@pytest.mark.parametrize("name", ["uniform", "log_uniform", "unigram", "mixed"])
+def test_stateless_seed_draws_are_a_function_of_the_seed(name):
+    # The task passes a shape-(2,) seed: the same seed gives the same negatives (a resumed run
+    # draws what an uninterrupted one did), another seed others (replicas, steps).
+    sampler = samplers.get_sampler(name, 12, candidate_counts=COUNTS)
+    labels = tf.constant([0, 3])
+
+    def draw(seed):
+        return sampler.sample(64, labels, seed=tf.constant(seed, tf.int64))[0].numpy()
+
+    np.testing.assert_array_equal(draw([4, 2]), draw([4, 2]))
+    assert not np.array_equal(draw([4, 2]), draw([4, 3]))
+    ids = draw([9, 9])
+    assert ids.dtype == np.int64 and ids.min() >= 0 and ids.max() < 12
+
+
+def test_stateless_uniform_draws_follow_the_law():
+    # 20,000 stateless draws of the uniform sampler over 12 classes: each share is 1/12 within
+    # 5 standard errors (sqrt(p (1 - p) / n) = 0.00195).
+    ids = samplers.UniformSampler(12).sample(20_000, tf.constant([0]),
+                                             seed=tf.constant([1, 2], tf.int64))[0].numpy()
+    shares = np.bincount(ids, minlength=12) / len(ids)
+    np.testing.assert_allclose(shares, np.full(12, 1 / 12), atol=5 * 0.00195)
+
+
+def test_is_stateless_seed_and_random_uniform():
+    assert samplers.is_stateless_seed(tf.constant([1, 2]))
+    assert samplers.is_stateless_seed(np.array([1, 2]))
+    assert not samplers.is_stateless_seed(7)
+    assert not samplers.is_stateless_seed(None)
+    assert not samplers.is_stateless_seed(tf.constant([1, 2, 3]))
+    ints = samplers.random_uniform([100], tf.constant([3, 4], tf.int64), tf.int64, 0, 5)
+    assert ints.dtype == tf.int64 and 0 <= int(tf.reduce_min(ints)) <= int(tf.reduce_max(ints)) < 5
+    floats = samplers.random_uniform([10], seed=3)  # an op seed: the stateful draw
+    assert floats.dtype == tf.float64

@@ -203,6 +203,11 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         """Gathers `(v_ids [..., d], b_ids [...])` for int candidate indices `ids`.
 
         Gathers on the variables, so the tables get sparse (`tf.IndexedSlices`) gradients.
+        Both gathers are `tf.nn.embedding_lookup`, which also reads a table sharded across
+        parameter servers (`tf.distribute.ParameterServerStrategy` with a
+        `variable_partitioner`, whose tables are `ShardedVariable`s) shard by shard, never
+        concatenating it; a contiguous range, `lookup(tf.range(start, stop))`, scores a
+        chunk of the catalogue that way.
         """
         ids = tf.convert_to_tensor(ids)
         if not ids.dtype.is_integer:
@@ -213,7 +218,7 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
         if self.bias is None:
             biases = tf.zeros(tf.shape(ids), self.compute_dtype)
         else:
-            biases = tf.cast(tf.gather(self.bias, ids), self.compute_dtype)
+            biases = tf.cast(tf.nn.embedding_lookup(self.bias, ids), self.compute_dtype)
         return weights, biases
 
     def logits(self, query_embeddings: tf.Tensor) -> tf.Tensor:

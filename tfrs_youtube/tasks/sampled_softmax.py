@@ -10,6 +10,7 @@ import tensorflow_recommenders as tfrs
 
 from tfrs_youtube._checks import check_int, check_number
 from tfrs_youtube.tasks import samplers as samplers_lib
+from tfrs_youtube.topk import chunked_top_k
 
 __all__ = ["SampledSoftmaxRetrieval"]
 
@@ -32,6 +33,18 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
     is 0. The per-example loss is `l_i = logsumexp(row_i) - true_logit_i` and the reduction is
     `loss = sum_i w_i * l_i / B` (`w_i = 1` without `sample_weight`): a mean over the batch in
     which weights rescale examples but do not renormalize.
+
+    Distribution (DESIGN.md section 7). Under a `tf.distribute` strategy `B` is the *global*
+    batch: each replica returns `sum_i w_i * l_i` of its rows over the sum of the row counts of
+    all replicas in sync (one scalar all-reduce), so the gradients that Keras' optimizer sums
+    over the replicas are those of one replica on the whole global batch (MirroredStrategy,
+    MultiWorkerMirroredStrategy; under ParameterServerStrategy each worker step is its own
+    batch). The negatives are drawn with a stateless seed made from `seed`, the training step
+    (`step`, which `YouTubeCandidateModel` sets to its optimizer's `iterations`) and the
+    replica id, so every replica and every step draws its own negatives, and a run resumed
+    from a checkpoint draws the same ones as an uninterrupted run (`sampler_seed`). With
+    `cross_replica_negatives`, the in-batch part of "in_batch" and "mixed" is the labels of
+    every replica (`all_gather`), not only the replica's own.
 
     With `num_sampled=None` the loss is the full softmax over all `N` classes from
     `candidates.logits`, with no correction. The task is config-serializable (`get_config`;
@@ -57,7 +70,11 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             and breaks ties pessimistically. Defaults to `()`.
         mixed_base: Optional str. Base sampler of "mixed". Defaults to None ("unigram" with
             counts, else "log_uniform").
-        seed: Optional int. Op-level seed of the sampler. Defaults to None.
+        seed: Optional int. Seed of the negatives: with the step and the replica id it makes
+            the stateless seed of each draw (`sampler_seed`). Defaults to None (0).
+        cross_replica_negatives: bool. Under a strategy with several replicas in sync, use the
+            labels of all replicas as the in-batch negatives of "in_batch" and "mixed".
+            Ignored by the other samplers. Defaults to False.
         name: Optional str. Layer name.
 
     Call arguments:
@@ -67,7 +84,13 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             `logits(query_embeddings) -> (B, N)`, e.g. the output-embedding layer of
             `tfrs_youtube.layers.candidates`.
         sample_weight: Optional float tensor of shape `(B,)`.
-        compute_metrics: bool. Update the recall metrics (costs a `(B, N)` matmul).
+        compute_metrics: bool. Update the recall metrics (scores the whole catalogue, chunk by
+            chunk with `tfrs_youtube.topk.chunked_top_k`: never a `(B, N)` tensor).
+        step: Optional int scalar (tensor or variable): the training step the negatives are
+            drawn for. Defaults to None: the task's own counter (a variable it creates on
+            its first such call, outside a distribution strategy only), advanced on every
+            call that is not `training=False`.
+        training: Optional bool. `False` leaves the task's own step counter unchanged.
 
     Returns:
         Scalar float32 loss.
@@ -105,6 +128,7 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         metrics_k: Sequence[int] = (),
         mixed_base: Optional[str] = None,
         seed: Optional[int] = None,
+        cross_replica_negatives: bool = False,
         name: Optional[str] = None,
         **kwargs,
     ) -> None:
@@ -143,7 +167,10 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         self.remove_accidental_hits = bool(remove_accidental_hits)
         self.metrics_k = tuple(int(k) for k in metrics_k)
         self.mixed_base = mixed_base
+        check_int("seed", seed, allow_none=True)
         self.seed = seed
+        self.cross_replica_negatives = bool(cross_replica_negatives)
+        self._own_step = None
         self.sampler = sampler
         self._sampler = None
         if self.num_sampled is not None:
@@ -176,10 +203,16 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         candidates: Any,
         sample_weight: Optional[tf.Tensor] = None,
         compute_metrics: bool = True,
+        step: Optional[Any] = None,
+        training: Optional[bool] = None,
     ) -> tf.Tensor:
         query_embeddings = tf.convert_to_tensor(query_embeddings)
         labels = self._check_labels(labels)
+        context = tf.distribute.get_replica_context()
+        num_replicas = 1 if context is None else context.num_replicas_in_sync
         batch_size = tf.cast(tf.shape(labels)[0], tf.float32)
+        if num_replicas > 1:  # the global batch: rows of every replica (uneven last batches)
+            batch_size = context.all_reduce(tf.distribute.ReduceOp.SUM, batch_size)
         if sample_weight is not None:
             sample_weight = tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
 
@@ -191,7 +224,9 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             per_example = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, full_logits)
         else:
             per_example = self._sampled_loss(
-                query_embeddings, labels, candidates, true_weights, true_biases
+                query_embeddings, labels, candidates, true_weights, true_biases,
+                self._step_seed(step, training, context),
+                self._negative_labels(labels, context, num_replicas),
             )
         if sample_weight is not None:
             per_example = per_example * sample_weight
@@ -199,9 +234,13 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
 
         update_ops = []
         if compute_metrics and self.recall_metrics:
-            if full_logits is None:
-                full_logits = self._full_logits(query_embeddings, candidates)
-            _, top_ids = tf.math.top_k(full_logits, k=max(self.metrics_k))
+            k_max = max(self.metrics_k)
+            if full_logits is not None:  # the full softmax has already scored the catalogue
+                _, top_ids = tf.math.top_k(full_logits, k=k_max)
+            else:  # chunk by chunk: no (B, N) tensor
+                _, top_ids = chunked_top_k(
+                    query_embeddings, candidates, k_max, num_candidates=self.num_candidates
+                )
             hits = tf.cast(tf.equal(top_ids, tf.cast(labels[:, None], top_ids.dtype)), tf.float32)
             for k, metric in zip(self.metrics_k, self.recall_metrics):
                 recall = tf.reduce_sum(hits[:, :k], axis=1)
@@ -220,15 +259,59 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
             )
         return logits
 
-    def _sampled_loss(self, query_embeddings, labels, candidates, true_weights, true_biases):
-        neg_ids, neg_log_q = self._sampler.sample(self.num_sampled, labels, seed=self.seed)
+    def sampler_seed(self, step: Any, replica_id: Any = 0) -> tf.Tensor:
+        """The stateless seed (int64, shape `(2,)`) of the negatives of `step` on `replica_id`.
+
+        `fold_in(fold_in([seed, 0], step), replica_id)`: distinct for every step and replica,
+        the same for the same three numbers in any process.
+
+        >>> task = SampledSoftmaxRetrieval(num_candidates=10, num_sampled=3, seed=7)
+        >>> bool(tf.reduce_all(task.sampler_seed(5, 0) == task.sampler_seed(5, 0)))
+        True
+        >>> bool(tf.reduce_all(task.sampler_seed(5, 0) == task.sampler_seed(5, 1)))
+        False
+        """
+        base = tf.constant([self.seed or 0, 0], tf.int64)
+        seed = tf.random.experimental.stateless_fold_in(base, tf.cast(step, tf.int64))
+        return tf.random.experimental.stateless_fold_in(seed, tf.cast(replica_id, tf.int64))
+
+    def _step_seed(self, step, training, context) -> tf.Tensor:
+        replica_id = 0 if context is None else context.replica_id_in_sync_group
+        if step is not None:
+            return self.sampler_seed(step, replica_id)
+        if training is False and self._own_step is None:  # evaluation: nothing to advance
+            return self.sampler_seed(0, replica_id)
+        if self._own_step is None:
+            with tf.init_scope():  # created once, eagerly, outside any traced function
+                self._own_step = tf.Variable(
+                    0, dtype=tf.int64, trainable=False, name="sample_step"
+                )
+        current = self._own_step.read_value()
+        if training is not False:
+            with tf.control_dependencies([current]):
+                self._own_step.assign_add(1)
+        return self.sampler_seed(current, replica_id)
+
+    def _negative_labels(self, labels, context, num_replicas) -> tf.Tensor:
+        """The labels the in-batch negatives come from: the replica's, or every replica's."""
+        if not self.cross_replica_negatives or num_replicas == 1:
+            return labels
+        return context.all_gather(labels, axis=0)
+
+    def _sampled_loss(
+        self, query_embeddings, labels, candidates, true_weights, true_biases, seed,
+        negative_labels,
+    ):
+        neg_ids, neg_log_q = self._sampler.sample(self.num_sampled, negative_labels, seed=seed)
         neg_weights, neg_biases = candidates.lookup(neg_ids)
         true_logits = tf.reduce_sum(query_embeddings * true_weights, axis=-1) + true_biases
         neg_logits = tf.matmul(query_embeddings, neg_weights, transpose_b=True) + neg_biases
         true_logits = tf.cast(true_logits, tf.float32)
         neg_logits = tf.cast(neg_logits, tf.float32)
         if self.logq_correction:
-            true_log_q = self._sampler.log_expected_count(labels, self.num_sampled, labels)
+            true_log_q = self._sampler.log_expected_count(
+                labels, self.num_sampled, negative_labels
+            )
             true_logits = true_logits - true_log_q
             neg_logits = neg_logits - neg_log_q[None, :]
         if self.remove_accidental_hits:
@@ -292,6 +375,7 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
                 "metrics_k": list(self.metrics_k),
                 "mixed_base": self.mixed_base,
                 "seed": self.seed,
+                "cross_replica_negatives": self.cross_replica_negatives,
             }
         )
         return config

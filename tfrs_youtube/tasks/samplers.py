@@ -11,6 +11,14 @@ probability is about `7e-8`, and clipping it would flatten the correction for th
 The one floor is for classes of count 0 in `candidate_counts`: their `log Q` is that of a
 single observation (see `_log_probabilities`), so such a label still gets a loss and a gradient.
 Drawing costs `O(M)` or `O(M log N)`, never `O(N)`.
+
+Seeds. `sample(num_sampled, labels, seed)` takes either an int op seed (or None), which draws
+with TensorFlow's stateful random ops, or a stateless seed: an int tensor of shape `(2,)`.
+`SampledSoftmaxRetrieval` always passes a stateless seed derived from its own seed, the
+training step and the replica id, so that every replica of a `tf.distribute` strategy and
+every step draws its own negatives, and a run resumed from a checkpoint draws the same ones as
+an uninterrupted run. The built-in samplers then use `tf.random.stateless_uniform`; a sampler
+of your own can do the same with `random_uniform`, which accepts either kind of seed.
 """
 
 from __future__ import annotations
@@ -33,7 +41,47 @@ __all__ = [
     "MixedSampler",
     "SAMPLERS",
     "get_sampler",
+    "is_stateless_seed",
+    "random_uniform",
 ]
+
+
+def is_stateless_seed(seed) -> bool:
+    """True if `seed` is a stateless seed (an int tensor or array of shape `(2,)`).
+
+    >>> is_stateless_seed(tf.constant([1, 2])), is_stateless_seed(3), is_stateless_seed(None)
+    (True, False, False)
+    """
+    if seed is None or isinstance(seed, (int, np.integer)):
+        return False
+    shape = getattr(seed, "shape", None)
+    if shape is None:
+        shape = np.shape(seed)
+    return tuple(tf.TensorShape(shape).as_list()) == (2,)
+
+
+def random_uniform(shape, seed=None, dtype=tf.float64, minval=0, maxval=None) -> tf.Tensor:
+    """`tf.random.uniform`, or `tf.random.stateless_uniform` when `seed` is stateless.
+
+    Args:
+        shape: shape of the draw.
+        seed: None or an int op seed (stateful draw), or an int tensor of shape `(2,)`
+            (stateless draw: the same seed gives the same values, on any device).
+        dtype: float or int dtype. Defaults to float64.
+        minval: lower bound (inclusive). Defaults to 0.
+        maxval: upper bound (exclusive); required for int dtypes. Defaults to None (1 for
+            floats).
+
+    >>> a = random_uniform([3], seed=tf.constant([4, 2], tf.int64))
+    >>> b = random_uniform([3], seed=tf.constant([4, 2], tf.int64))
+    >>> bool(tf.reduce_all(a == b))
+    True
+    """
+    if is_stateless_seed(seed):
+        seed = tf.cast(seed, tf.int64)
+        return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+    return tf.random.uniform(shape, minval, maxval, dtype=dtype, seed=seed)
+
 
 def _check_counts(candidate_counts, num_candidates: int) -> np.ndarray:
     counts = np.asarray(candidate_counts, dtype=np.float64)
@@ -105,7 +153,9 @@ class CandidateSampler:
         Args:
             num_sampled: int. Number of negatives `S` to draw.
             labels: int tensor of shape `(batch_size,)`: the batch's true ids.
-            seed: Optional int. Op-level seed of the random draw.
+            seed: None, an int op seed (stateful draw), or an int tensor of shape `(2,)`:
+                a stateless seed, which the task passes (see the module docstring). Draw
+                with `random_uniform(..., seed=seed)` to accept both.
 
         Returns:
             `(ids, log_q)`: int64 ids of shape `(M,)` and float32 `log Q` of shape `(M,)`.
@@ -140,9 +190,7 @@ class UniformSampler(CandidateSampler):
     """Uniform negatives, `p_j = 1 / N`."""
 
     def sample(self, num_sampled, labels, seed=None):
-        ids = tf.random.uniform(
-            [num_sampled], 0, self.num_candidates, dtype=tf.int64, seed=seed
-        )
+        ids = random_uniform([num_sampled], seed, tf.int64, 0, self.num_candidates)
         return ids, self.log_expected_count(ids, num_sampled, labels)
 
     def log_expected_count(self, ids, num_sampled, labels):
@@ -161,7 +209,7 @@ class LogUniformSampler(CandidateSampler):
     """
 
     def sample(self, num_sampled, labels, seed=None):
-        u = tf.random.uniform([num_sampled], dtype=tf.float64, seed=seed)
+        u = random_uniform([num_sampled], seed, tf.float64)
         ranks = tf.floor(tf.exp(u * math.log(self.num_candidates + 1.0))) - 1.0
         ids = tf.clip_by_value(tf.cast(ranks, tf.int64), 0, self.num_candidates - 1)
         return ids, self.log_expected_count(ids, num_sampled, labels)
@@ -211,7 +259,7 @@ class UnigramSampler(CandidateSampler):
         )
 
     def sample(self, num_sampled, labels, seed=None):
-        u = tf.random.uniform([num_sampled], dtype=tf.float64, seed=seed)
+        u = random_uniform([num_sampled], seed, tf.float64)
         ids = tf.searchsorted(self._cdf, u, side="right", out_type=tf.int64)
         ids = tf.minimum(ids, self.num_candidates - 1)
         return ids, self.log_expected_count(ids, num_sampled, labels)
