@@ -66,10 +66,10 @@ def _free_port():
         return sock.getsockname()[1]
 
 
-def _start_server(base_path, port):
+def _start_server(base_path, port, *extra):
     process = subprocess.Popen(
         [sys.executable, "-m", "tfrs_youtube.serving.server", str(base_path),
-         "--model-name", MODEL, "--port", str(port), "--poll-seconds", "0.2"],
+         "--model-name", MODEL, "--port", str(port), "--poll-seconds", "0.2", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
@@ -102,6 +102,7 @@ def _features(histories, geo, age, tokens):
     return {
         "watch_history": tf.constant([h + [""] * (width - len(h)) for h in histories]),
         "search_tokens": tf.constant(tokens),
+        "search_query": tf.constant([[""]] * len(histories)),  # none: the client sends none
         "geo": tf.constant(geo),
         "age": tf.constant(age, tf.float32),
     }
@@ -200,8 +201,8 @@ def _predict(client, signature=None, output_filter=(), **overrides):
          grpc.StatusCode.NOT_FOUND, f"Servable not found for request: Specific({MODEL}, 7)"),
         (lambda c: _predict(c, "ranking"),
          grpc.StatusCode.NOT_FOUND, 'Serving signature key "ranking" not found'),
-        (lambda c: _predict(c, geo=None),
-         grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {geo}."),
+        (lambda c: _predict(c, watch_history=None),  # the one input without a default
+         grpc.StatusCode.INVALID_ARGUMENT, "Missing but required: {watch_history}."),
         (lambda c: _predict(c, device=np.array(["tv"], object)),
          grpc.StatusCode.INVALID_ARGUMENT, "Sent extra: {device}."),
         (lambda c: _predict(c, age=np.array(["old"], object)),
@@ -258,6 +259,7 @@ def test_model_metadata_is_the_saved_models_signature_defs(served):
         "example_age": {"dtype": "float32", "shape": [None]},
         "geo": {"dtype": "string", "shape": [None]},
         "k": {"dtype": "int32", "shape": []},
+        "search_query": {"dtype": "string", "shape": [None, None]},
         "search_tokens": {"dtype": "string", "shape": [None, None]},
         "watch_history": {"dtype": "string", "shape": [None, None]},
     }
@@ -337,7 +339,8 @@ def test_new_versions_swap_in_without_failing_requests_then_sigterm_exits_0(tmp_
     (base / "notes").mkdir()  # neither an integer nor a SavedModel: ignored
     (base / ".tmp-99-abc").mkdir()
     port = _free_port()
-    process = _start_server(base, port)
+    # No load retries: version 3 below fails for good at once (TF Serving retries 5 times).
+    process = _start_server(base, port, "--max-num-load-retries", "0")
     client = Client(f"127.0.0.1:{port}", model_name=MODEL)
     kwargs = dict(search_tokens=["cat"], features={"geo": "us", "age": 30.0})
     seen, errors, stop = [], [], threading.Event()
@@ -390,13 +393,13 @@ def test_new_versions_swap_in_without_failing_requests_then_sigterm_exits_0(tmp_
     assert _stop(process) == 0
 
 
-def test_fill_missing_sends_empty_inputs(served):
+def test_left_out_inputs_take_the_signature_defaults_as_fill_missing_sends(served):
     client, _, signatures, _ = served
-    with pytest.raises(ServingError) as raised:
-        client.recommend(["v3"])
-    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "Missing but required: {age,geo,search_tokens}" in raised.value.message
+    left_out = client.recommend(["v3"])  # only the watch history: the rest take defaults
+    assert left_out.ids and "v3" not in left_out.ids
     result = client.recommend(["v3"], fill_missing=True)
+    assert left_out.ids == result.ids
+    np.testing.assert_allclose(left_out.scores, result.scores, rtol=1e-6)
     # The same as sending "" for the string inputs and 0 for the number.
     direct = signatures["serving_default"](**_features([["v3"]], [""], [0.0], [[""]]))
     assert result.ids == [v.decode() for v in direct["video_ids"].numpy()[0]]

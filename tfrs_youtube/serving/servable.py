@@ -3,10 +3,22 @@
 `Servable.load` reads a `base_path/<version>/` SavedModel, keeps its `SignatureDef`s (what
 `GetModelMetadata` returns) and its callable signatures, and replays the version's warmup
 records. `Servable.predict` answers a `PredictRequest` the way TF Serving's
-`predict_util.cc` does: the inputs must be exactly the signature's ("input size does not match
-signature ..."), `output_filter` names must be signature outputs, and each input's dtype and shape
-must fit the signature's `TensorInfo`. Failures raise `RpcStatus`, which the server turns into a
+`predict_util.cc` does: the inputs must be the signature's ("input size does not match
+signature ..."), except those with a default in the `SignatureDef.defaults`, which take it;
+`output_filter` names must be signature outputs, and each input's dtype and shape must fit the
+signature's `TensorInfo`. Failures raise `RpcStatus`, which the server turns into a
 gRPC status.
+
+Declared sizes are checked before anything is decoded, since `tf.make_ndarray` (like
+TensorFlow's `Tensor::FromProto`) allocates the declared shape whatever the request carries. As
+`Tensor::FromProto` (`tensorflow/core/framework/tensor.cc`, called through
+`saved_model::GetInputValues` by TF Serving's `predict_util.cc`, and directly in
+`tfrt_predict_util.cc`) a negative dimension, an unknown rank or a `tensor_content` whose byte
+count is not the declared element count times the dtype's size is INVALID_ARGUMENT
+"tensor parsing error: ALIAS" (with the reason appended here). Typed values (`string_val`,
+`float_val`, ...) fewer than declared are padded with the last one, as `FromProto` does. Then,
+unlike TF Serving (which only has its 2 GiB message limit), the request's total declared element
+count is capped (`max_elements`), so a 200-byte request cannot make the server fill gigabytes.
 """
 
 from __future__ import annotations
@@ -25,7 +37,8 @@ from tensorflow_serving.apis import get_model_metadata_pb2, predict_pb2, predict
 from tfrs_youtube.export import SERVING_DEFAULT, WARMUP_FILE
 from tfrs_youtube.serving.layout import available_versions
 
-__all__ = ["RpcStatus", "Servable", "available_versions"]
+__all__ = ["RpcStatus", "Servable", "available_versions", "check_declared_sizes"]
+
 
 class RpcStatus(Exception):
     """A request failure with the gRPC status code to answer it with."""
@@ -65,6 +78,58 @@ def _check_input(alias: str, tensor: Any, info: meta_graph_pb2.TensorInfo) -> No
         )
 
 
+def _parsing_error(alias: str, reason: str) -> RpcStatus:
+    return RpcStatus(grpc.StatusCode.INVALID_ARGUMENT, f"tensor parsing error: {alias} ({reason})")
+
+
+def check_declared_sizes(inputs: Mapping[str, Any], max_elements: int | None) -> int:
+    """Checks request tensors' declared shapes and sizes without decoding them.
+
+    Args:
+        inputs: mapping. Alias -> `TensorProto` (a `PredictRequest.inputs`).
+        max_elements: int or None. Largest total of declared elements over all inputs.
+
+    Returns:
+        The total number of declared elements.
+
+    Raises:
+        RpcStatus: INVALID_ARGUMENT on a negative dimension, an unknown rank, a
+            `tensor_content` of the wrong byte count, or more than `max_elements` elements.
+    """
+    total = 0
+    for alias in sorted(inputs):
+        tensor = inputs[alias]
+        shape = tensor.tensor_shape
+        if shape.unknown_rank:
+            raise _parsing_error(alias, "the request must declare its shape, not an unknown rank")
+        dims = [d.size for d in shape.dim]
+        if any(d < 0 for d in dims):
+            raise _parsing_error(alias, f"declared shape {dims} has a negative dimension")
+        count = 1
+        for d in dims:
+            count *= d
+        total += count
+        if max_elements is not None and total > max_elements:
+            raise RpcStatus(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"The request declares more tensor elements than the server accepts: at least "
+                f"{total} (input '{alias}' has shape {dims}) > max_request_elements="
+                f"{max_elements}. Send smaller batches or shorter histories.",
+            )
+        if tensor.tensor_content and tensor.dtype != tf.string.as_datatype_enum:
+            try:
+                itemsize = tf.dtypes.as_dtype(tensor.dtype).size
+            except TypeError:
+                raise _parsing_error(alias, f"unknown dtype {tensor.dtype}") from None
+            if len(tensor.tensor_content) != count * itemsize:
+                raise _parsing_error(
+                    alias,
+                    f"tensor_content holds {len(tensor.tensor_content)} bytes; shape {dims} of "
+                    f"{_dtype_text(tensor.dtype)} needs {count * itemsize}",
+                )
+    return total
+
+
 @dataclasses.dataclass(frozen=True)
 class Servable:
     """A loaded SavedModel version.
@@ -74,15 +139,24 @@ class Servable:
         path: pathlib.Path. The version directory.
         model: the object `tf.saved_model.load` returned (kept alive for its variables).
         signature_defs: dict. Signature name -> `SignatureDef` proto, as in `saved_model.pb`.
+        max_elements: int or None. Largest total of declared tensor elements a request may
+            carry (see `check_declared_sizes`). Defaults to None (no limit).
     """
 
     version: int
     path: pathlib.Path
     model: Any
     signature_defs: Mapping[str, meta_graph_pb2.SignatureDef]
+    max_elements: int | None = None
 
     @classmethod
-    def load(cls, path: str | os.PathLike, version: int, warmup: bool = True) -> "Servable":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        version: int,
+        warmup: bool = True,
+        max_elements: int | None = None,
+    ) -> "Servable":
         """Loads `path` fully and, if `warmup`, replays its warmup records before returning."""
         path = pathlib.Path(path)
         saved_model = saved_model_pb2.SavedModel()
@@ -92,7 +166,7 @@ class Servable:
             if "serve" in meta_graph.meta_info_def.tags:
                 signature_defs = dict(meta_graph.signature_def)
         model = tf.saved_model.load(str(path), tags=["serve"])
-        servable = cls(version, path, model, signature_defs)
+        servable = cls(version, path, model, signature_defs, max_elements)
         if warmup:
             servable.warmup()
         return servable
@@ -111,8 +185,8 @@ class Servable:
             log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             if log.WhichOneof("log_type") != "predict_log":
                 raise ValueError(
-                    f"Warmup record {count} of {path} is a {log.WhichOneof('log_type')}; only "
-                    "predict_log records are supported."
+                    f"Warmup record {count} of {WARMUP_FILE} is a "
+                    f"{log.WhichOneof('log_type')}; only predict_log records are supported."
                 )
             request = log.predict_log.request
             self.predict(request, model_name=request.model_spec.name)
@@ -131,14 +205,18 @@ class Servable:
                 f'Serving signature key "{name}" not found. Available signatures: '
                 f"{sorted(n for n in self.model.signatures if not n.startswith('__'))}.",
             )
+        # As TF Serving's predict_util.cc (VerifyRequestInputsSize): no input beyond the
+        # signature's; fewer only when the signature has defaults, which fill the rest.
         sent, wanted = set(request.inputs), set(signature.inputs)
-        if sent != wanted:
+        missing = wanted - sent
+        if sent - wanted or (missing and not signature.defaults) or (
+                missing - set(signature.defaults)):
             raise RpcStatus(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"input size does not match signature: {len(sent)}!={len(wanted)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
                 f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
-                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.",
+                f"Missing but required: {{{','.join(sorted(missing - set(signature.defaults)))}}}.",
             )
         aliases = list(request.output_filter) or sorted(signature.outputs)
         for alias in request.output_filter:
@@ -153,9 +231,10 @@ class Servable:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"duplicate output tensor alias in output_filter: {list(aliases)}",
             )
+        check_declared_sizes(request.inputs, self.max_elements)  # before any allocation
         inputs = {}
         for alias, info in signature.inputs.items():
-            tensor = request.inputs[alias]
+            tensor = request.inputs[alias] if alias in sent else signature.defaults[alias]
             _check_input(alias, tensor, info)
             try:
                 value = tf.make_ndarray(tensor)
