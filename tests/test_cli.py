@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from tfrs_youtube import __version__, cli, pipeline
+from tfrs_youtube import __version__, cli, distribute, pipeline
 from tfrs_youtube.data import SyntheticConfig
 from tfrs_youtube.reproduction import STUDIES
 from tfrs_youtube.tasks.samplers import SAMPLERS
@@ -14,6 +14,8 @@ from tfrs_youtube.tasks.samplers import SAMPLERS
 def test_choices_are_the_librarys():
     assert cli.SAMPLERS is SAMPLERS  # one list: config.SAMPLERS
     assert sorted(cli.OPTIMIZERS) == sorted(pipeline._OPTIMIZERS)
+    assert cli.STRATEGIES == distribute.STRATEGIES
+    assert cli.ENGINES == pipeline.ENGINES
     assert cli.STUDIES == STUDIES
     for preset in cli.PRESETS:
         SyntheticConfig.preset(preset)  # each one exists

@@ -72,6 +72,21 @@ def test_bad_source_and_arguments(tmp_path):
     assert not pipeline.make_optimizer("sgd", 0.1).use_ema
 
 
+def test_auto_optimizer_is_adam_for_small_catalogues_and_lazy_adam_beyond():
+    from tfrs_youtube.optimizers import LazyAdam
+
+    limit = pipeline.AUTO_ADAM_MAX_VIDEOS
+    assert pipeline.resolve_optimizer("auto", limit) == "adam"
+    assert pipeline.resolve_optimizer("auto", limit + 1) == "lazy_adam"
+    assert pipeline.resolve_optimizer("adagrad", 10**7) == "adagrad"
+    with pytest.raises(ValueError, match="Unknown optimizer 'auto'"):
+        pipeline.make_optimizer("auto", 0.1)  # resolved first, with the catalogue size
+    with pytest.raises(ValueError, match="Unknown optimizer 'nadam'"):
+        pipeline.resolve_optimizer("nadam", 10)
+    assert isinstance(pipeline.make_optimizer(pipeline.resolve_optimizer("auto", 10**6), 0.1),
+                      LazyAdam)
+
+
 def test_cli_train_and_evaluate(ml100k_path, tmp_path, capsys):
     out = tmp_path / "run"
     code = cli.main([

@@ -14,8 +14,10 @@ from tfrs_youtube.config import HISTORY_POOLINGS, SAMPLERS  # config imports no 
 _DEFAULT_KS = (10, 50, 100)
 # Spelled out here so that parsing imports no TensorFlow; tests/test_cli.py checks each against
 # the library's own list.
-OPTIMIZERS = ("adam", "adagrad", "sgd")
+OPTIMIZERS = ("auto", "adam", "adagrad", "lazy_adam", "sgd")
 PRESETS = ("tiny", "default", "large")
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")  # distribute.STRATEGIES
+ENGINES = ("streaming", "memory", "beam")  # pipeline.ENGINES
 STUDIES = ("softmax", "freshness", "examples_per_user", "next_watch", "figure6", "ceiling")
 
 
@@ -184,8 +186,9 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
         "watches,search,example_age,demographics. Default: all",
     )
     parser.add_argument(
-        "--optimizer", default="adam", choices=OPTIMIZERS,
-        help="adagrad is faster for catalogues of millions. Default: adam",
+        "--optimizer", default="auto", choices=OPTIMIZERS,
+        help="auto: adam up to 100,000 videos, lazy_adam (Adam on the rows a step touches "
+        "only) beyond, where dense Adam's step grows with the tables. Default: auto",
     )
     parser.add_argument("--learning-rate", type=_number(0.0, low_inclusive=False),
                         default=0.003,
@@ -239,6 +242,12 @@ _EXAMPLES = {
       --user-features country --output runs/mine
   tfrs-youtube train --data ../shared/data/ml-100k --history-pooling mean --no-l2-normalize \\
       --dropout 0 --input-dropout 0 --no-validation --max-epochs 5 --output runs/paper
+""",
+    "build-examples": """examples:
+  tfrs-youtube build-examples --data ../shared/data/ml-100k --output examples/ml100k
+  tfrs-youtube build-examples --data synthetic --preset large --shards 32 --output examples/big
+  tfrs-youtube build-examples --data events.parquet --engine beam --output examples/mine
+  tfrs-youtube train --data examples/ml100k --output runs/ml100k
 """,
     "evaluate": """examples:
   tfrs-youtube evaluate runs/ml100k
@@ -303,6 +312,17 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="run directory to write. Default: runs/train")
     train.add_argument("--k", type=_positive_int, nargs="+", default=list(_DEFAULT_KS),
                        help="cutoffs of the holdout metrics. Default: 10 50 100")
+    train.add_argument(
+        "--strategy", default="default", choices=STRATEGIES,
+        help="tf.distribute strategy; multi_worker and parameter_server read the cluster from "
+        "TF_CONFIG and every task runs this same command (docs/distributed.md). "
+        "Default: default (one process)",
+    )
+    train.add_argument(
+        "--backup-dir", default=None, metavar="DIR",
+        help="BackupAndRestore folder: the same command started again after a crash resumes "
+        "from it; removed when training ends. Default: <output>.backup",
+    )
 
     evaluate = command("evaluate", help="holdout Recall/MAP/NDCG@K of a run")
     evaluate.add_argument("run_dir", help="a directory written by `tfrs-youtube train`")
@@ -330,7 +350,26 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--model-name", required=True, help="the name clients ask for")
     serve.add_argument("--port", type=_port, default=8500,
                        help="gRPC port (TF Serving's convention). Default: 8500")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind. Default: 127.0.0.1")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind; beyond loopback prints a warning. Default: 127.0.0.1")
+    serve.add_argument("--poll-seconds", type=_number(0, low_inclusive=False), default=1.0,
+                       help="how often to look for new or deleted versions. Default: 1")
+    serve.add_argument("--grace-seconds", type=_number(0), default=5.0,
+                       help="how long requests in flight may finish at shutdown. Default: 5")
+    serve.add_argument("--max-message-bytes", type=_positive_int, default=64 * 1024 * 1024,
+                       help="largest gRPC message received or sent (TF Serving sets "
+                       "2147483647). Default: 67108864 (64 MiB)")
+    serve.add_argument("--max-request-elements", type=_positive_int, default=512 * 1024,
+                       help="largest total of tensor elements a request may declare, checked "
+                       "before decoding (the export's defaults: 256 rows of two 1000-long bags "
+                       "and 48 features). Default: 524288")
+    serve.add_argument("--max-num-load-retries", type=_non_negative_int, default=5,
+                       help="retries of a failed version load, as TF Serving. Default: 5")
+    serve.add_argument("--load-retry-interval-seconds", type=_number(0), default=60.0,
+                       help="wait between load retries, as TF Serving. Default: 60")
+    serve.add_argument("--ssl-cert", default=None,
+                       help="PEM certificate: serve TLS (with --ssl-key). Default: plaintext")
+    serve.add_argument("--ssl-key", default=None, help="PEM private key of --ssl-cert")
 
     query = command("query", help="ask a TF Serving endpoint for recommendations")
     query.add_argument("--target", default="localhost:8500",
@@ -348,6 +387,27 @@ def _build_parser() -> argparse.ArgumentParser:
                        "exported maximum")
     query.add_argument("--timeout", type=_number(0.0, low_inclusive=False), default=10.0,
                        help="deadline in seconds. Default: 10")
+
+    build = command(
+        "build-examples",
+        help="write the examples of a watch log as sharded TFRecord files for train/evaluate")
+    _add_data_args(build)
+    build.add_argument("--output", required=True, metavar="DIR",
+                       help="the examples directory (replaced if it is one already)")
+    build.add_argument("--shards", type=_positive_int, default=8,
+                       help="TFRecord files per split. Default: 8")
+    build.add_argument(
+        "--engine", choices=ENGINES, default="streaming",
+        help="streaming: bounded memory, one process; memory: all examples in memory first; "
+        "beam: the Apache Beam pipeline (the [beam] extra) on the DirectRunner, or on the "
+        "runner that --beam-option flags name. Default: streaming")
+    build.add_argument(
+        "--beam-option", action="append", default=[], metavar="FLAG",
+        help="a Beam pipeline flag, repeatable, e.g. --beam-option=--direct_num_workers=2")
+    build.add_argument(
+        "--validation", action=argparse.BooleanOptionalAction, default=True,
+        help="also write DIR/validation/, the split that train's early stopping scores. "
+        "Default: on")
 
     quickstart = command(
         "quickstart", help="generate the default synthetic log, train, evaluate, print"
@@ -378,15 +438,20 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
+def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks, strategy=None,
+                      backup_dir=None):
     """Builds examples, trains, evaluates, saves the run; returns (model, data, run_dir)."""
-    from tfrs_youtube import pipeline
+    from tfrs_youtube import distribute, pipeline
     from tfrs_youtube.config import YouTubeCandidateConfig
     from tfrs_youtube.evaluation import format_table
 
     source = "synthetic log" if spec.source == "synthetic" else spec.source
-    _say(f"Loading {source} and building examples (paper 3.4) ...")
-    log = pipeline.load_log(spec, report=lambda line: _say(f"  {line}"))
+    log = None
+    if pipeline.is_examples_dir(spec.source):
+        _say(f"Reading the examples of {source} ...")
+    else:
+        _say(f"Loading {source} and building examples (paper 3.4) ...")
+        log = pipeline.load_log(spec, report=lambda line: _say(f"  {line}"))
     data = pipeline.prepare_data(spec, log)
     _say(
         f"  {len(data.train):,} training examples, {len(data.holdout):,} holdout users, "
@@ -407,8 +472,14 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
         optimizer=args.optimizer, learning_rate=args.learning_rate, seed=spec.seed,
         ema_momentum=args.ema_momentum,
         validation=validation, patience=args.patience, log=_say,
-        verbose="auto" if args.verbose else 0,
+        verbose="auto" if args.verbose else 0, strategy=strategy, backup_dir=backup_dir,
     )
+    if not distribute.is_chief():  # a multi-worker worker: it saves too, into a dropped folder
+        target = distribute.write_dir(args.output, model.distribute_strategy)
+        pipeline.save_run(pathlib.Path(target) / "run", model, spec, {"train": train_info})
+        distribute.remove_write_dir(target, args.output)
+        _say("Training done; the chief evaluates and writes the run.")
+        return model, data, None
     if validation is not None:
         _say(f"  kept epoch {train_info['chosen_epoch']} (best validation NDCG@10)")
     _say(f"Evaluating on the holdout over all {len(data.video_vocab):,} videos ...")
@@ -422,18 +493,22 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks):
     return model, data, run_dir
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
+def _data_spec(args: argparse.Namespace):
     from tfrs_youtube import pipeline
 
     columns = {schema: column for schema, column in (
         ("user_id", args.user_column), ("video_id", args.video_column),
         ("timestamp", args.timestamp_column), ("search_query", args.search_column),
     ) if column is not None}
-    spec = pipeline.DataSpec(
+    return pipeline.DataSpec(
         source=args.data, preset=args.preset, seed=args.seed, max_history=args.max_history,
         examples_per_user=args.examples_per_user, columns=columns or None,
         user_features=args.user_features,
     )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    spec = _data_spec(args)
     overrides = dict(
         sampler=args.sampler, logq_correction=not args.no_logq,
         depth=args.depth, embedding_dim=args.embedding_dim, output_dim=args.output_dim,
@@ -445,8 +520,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     if args.num_sampled != "auto":
         overrides["num_sampled"] = args.num_sampled
+    from tfrs_youtube import distribute
+
+    # Parameter-server workers and ps tasks serve here until they are stopped; the strategy
+    # is made before any other TensorFlow work (MultiWorkerMirroredStrategy requires it).
+    distribute.run_server_if_not_chief(args.strategy)
+    strategy = distribute.make_strategy(args.strategy)
+    backup_dir = args.backup_dir or f"{str(args.output).rstrip('/')}.backup"
     start = time.perf_counter()
-    _train_and_report(args, spec, overrides, args.k)
+    _train_and_report(args, spec, overrides, args.k, strategy=strategy, backup_dir=backup_dir)
     _say(f"Done in {time.perf_counter() - start:.0f} s.")
     return 0
 
@@ -481,6 +563,23 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build_examples(args: argparse.Namespace) -> int:
+    from tfrs_youtube import pipeline
+    from tfrs_youtube.data.records import read_manifest
+
+    start = time.perf_counter()
+    path = pipeline.build_examples_dir(
+        _data_spec(args), args.output, shards=args.shards, engine=args.engine,
+        validation=args.validation, beam_options=args.beam_option,
+        log=lambda line: _say(f"  {line}" if not line.startswith("Writing") else line),
+    )
+    splits = read_manifest(path)["splits"]
+    _say(f"Wrote {splits['train']['num_examples']:,} training examples and "
+         f"{splits['holdout']['num_examples']:,} holdout users in {args.shards} shards per "
+         f"split to {path}/ ({time.perf_counter() - start:.0f} s)")
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from tfrs_youtube import pipeline
     from tfrs_youtube.evaluation import format_table
@@ -507,10 +606,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if not pathlib.Path(args.base_path).is_dir():
         raise ValueError(f"the model base path {args.base_path!r} is not a directory "
                          "(export a run into it with `tfrs-youtube export`)")
-    from tfrs_youtube.serving import serve
+    from tfrs_youtube.serving import server
 
-    serve(args.base_path, args.model_name, host=args.host, port=args.port)
-    return 0
+    try:
+        server.serve(
+            args.base_path, args.model_name, host=args.host, port=args.port,
+            poll_seconds=args.poll_seconds, grace_seconds=args.grace_seconds,
+            max_message_bytes=args.max_message_bytes,
+            max_request_elements=args.max_request_elements,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval_seconds=args.load_retry_interval_seconds,
+            ssl_cert=args.ssl_cert, ssl_key=args.ssl_key,
+        )
+    except (OSError, ValueError, RuntimeError) as error:  # start-up: one line, exit status 2
+        print(f"tfrs-youtube serve: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 2
+    # Only a SIGTERM or SIGINT ends serve(): the process is told to end, so it ends now rather
+    # than joining request threads still running past the grace period.
+    server.exit_now(0)
+    return 0  # not reached
 
 
 def _parse_features(items: Sequence[str]) -> dict[str, str]:
@@ -572,6 +686,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands = {
         "train": _cmd_train,
+        "build-examples": _cmd_build_examples,
         "evaluate": _cmd_evaluate,
         "quickstart": _cmd_quickstart,
         "export": _cmd_export,

@@ -24,6 +24,7 @@ order.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import pathlib
@@ -43,6 +44,7 @@ from tfrs_youtube.data.vocab import Vocabulary
 from tfrs_youtube.keys import EXAMPLE_AGE, LABEL, SEARCH_TOKENS, WATCH_HISTORY
 
 __all__ = [
+    "StreamedExamples",
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
@@ -710,12 +712,46 @@ def examples_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def load_examples(directory: str | os.PathLike) -> TrainingData:
+@dataclasses.dataclass
+class StreamedExamples:
+    """A split of an examples directory that stays on disk and is read by `examples_dataset`.
+
+    What `load_examples(directory, stream_train=True)` puts in place of the training
+    `ExampleSet`: `len` is its number of examples and `to_dataset` streams its shards.
+    """
+
+    directory: pathlib.Path
+    split: str
+    num_examples: int
+
+    def __len__(self) -> int:
+        return self.num_examples
+
+    @property
+    def features(self) -> dict:
+        raise ValueError(
+            f"The {self.split!r} split of {str(self.directory)!r} is streamed from disk, not "
+            "held in memory; read it with `examples_dataset` (or `load_examples(directory)` "
+            "to hold every example in memory)."
+        )
+
+    def to_dataset(self, batch_size: int = 1024, shuffle: bool = False, seed: int = 0,
+                   keys: Sequence[str] | None = None, input_context: Any = None) -> Any:
+        """`examples_dataset` of this split (batches of the string features)."""
+        return examples_dataset(self.directory, self.split, batch_size=batch_size,
+                                shuffle=shuffle, seed=seed, keys=keys,
+                                input_context=input_context)
+
+
+def load_examples(directory: str | os.PathLike, stream_train: bool = False) -> TrainingData:
     """Reads an examples directory back into the `TrainingData` that was written.
 
     Strings with "" padding, the same order (shards read round-robin), vocabularies,
     label counts, window and quantiles: `load_examples(write_examples(data, d))` equals
     `data`. Everything is in memory: for data beyond it, stream with `examples_dataset`.
+
+    With `stream_train`, the training split stays on disk: `train` is a `StreamedExamples`
+    (its length and a `to_dataset` that streams the shards), the rest is read as above.
 
     Raises:
         ValueError: if `directory` is not an examples directory.
@@ -737,8 +773,12 @@ def load_examples(directory: str | os.PathLike) -> TrainingData:
     strings = _strings_of(directory, manifest)
     video_ids, video_counts = _read_tsv(directory / VIDEOS_FILE)
     schema = {f["name"]: f for f in manifest["features"]}
-    sets = {}
+    sets: dict[str, Any] = {}
     for split in SPLITS:
+        if split == "train" and stream_train:
+            count = manifest["splits"][split]["num_examples"]
+            sets[split] = StreamedExamples(directory, split, count)
+            continue
         keys = _keys(manifest, split, None, with_seen=True)
         batches = examples_dataset(directory, split, batch_size=8192, ids=True)
         columns: dict[str, list] = {k: [] for k in keys}
