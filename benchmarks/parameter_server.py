@@ -13,13 +13,15 @@ same run, each in its own processes:
 Reported: examples/s over the timed epoch (the first epoch, which traces and warms up, is not
 timed), the peak RSS (VmHWM from /proc/<pid>/status) of each parameter server, of the chief
 and of the single process, and how the tables were split. With one table of 10M x 64 float32
-(2.56 GB) and SGD (no optimizer slots), each parameter server should hold about half of it.
+(2.56 GB) and Adagrad (one accumulator slot per table, updated at the rows of a step only),
+each parameter server should hold about half of the table and its slot. tf_keras's SGD keeps a
+momentum slot even at momentum 0 and updates it densely every step: not the choice here.
 
 Memory: at 10M the single process peaked at 14 GB and each parameter server passed 4.6 GB
 (docs/distributed.md); run `--videos 3000000` on a machine with less than ~20 GB free.
 
 Usage: python benchmarks/parameter_server.py [--videos 10000000] [--dim 64] [--steps 20]
-    [--batch-size 1024] [--num-sampled 4096] [--workers 1] [--optimizer sgd|adagrad]
+    [--batch-size 1024] [--num-sampled 4096] [--workers 1] [--optimizer adagrad|lazy_adam|sgd]
 Run it from a snapshot copy of the repository (autograph reads the source files).
 """
 
@@ -168,7 +170,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--num-sampled", type=int, default=4096)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adagrad"])
+    parser.add_argument("--optimizer", default="adagrad", choices=["sgd", "adagrad", "lazy_adam"])
     parser.add_argument("--timeout", type=float, default=1800.0)
     parser.add_argument("--role", default=None, choices=["single", "chief", "server"],
                         help=argparse.SUPPRESS)

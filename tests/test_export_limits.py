@@ -224,3 +224,45 @@ def test_raw_search_queries_score_as_their_tokens(tmp_path):
                                                ["dog", "", "", "", ""]]))
     np.testing.assert_array_equal(raw[VIDEO_IDS].numpy(), tokens[VIDEO_IDS].numpy())
     np.testing.assert_allclose(raw[SCORES].numpy(), tokens[SCORES].numpy(), rtol=1e-6)
+
+
+_SLOW_EXPORT = """
+import sys, time
+import numpy as np
+import tfrs_youtube.export as export
+from tfrs_youtube.models import YouTubeCandidateConfig, YouTubeCandidateModel
+real_write = export._write_signature_defaults
+def write_then_wait(*args):  # the SavedModel is in the temp dir: say so, and stall
+    real_write(*args)
+    print("WRITTEN", flush=True)
+    time.sleep(120)
+export._write_signature_defaults = write_then_wait
+model = YouTubeCandidateModel(YouTubeCandidateConfig(video_vocabulary=["a", "b", "c"],
+    embedding_dim=4, output_dim=4, depth=1, features=["watches"], num_sampled=None))
+export.export_saved_model(model, sys.argv[1], index="brute_force", k=2, warmup=False)
+"""
+
+
+def test_a_killed_export_is_never_served_and_the_next_export_removes_it(tmp_path):
+    import signal
+
+    from tfrs_youtube.serving.layout import available_versions
+
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_USE_LEGACY_KERAS="1")
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_EXPORT, str(tmp_path)], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "WRITTEN"  # bounded by the child's sleep
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-1-")]
+    assert len(left) == 1 and (left[0] / "saved_model.pb").is_file()
+    assert available_versions(tmp_path) == []  # a complete model under a temporary name
+    path = export_saved_model(_model(40), tmp_path, index="brute_force", k=5, warmup=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # the stale one is gone
+    modes = {p.stat().st_mode & 0o777 for p in [path, *path.rglob("*")] if p.is_dir()}
+    assert modes == {0o755}
+    assert {p.stat().st_mode & 0o777 for p in path.rglob("*") if p.is_file()} == {0o644}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pathlib
+import re
 import shutil
 import tempfile
 from typing import Any, Mapping
@@ -131,6 +132,47 @@ def signature_defaults(model: YouTubeCandidateModel, k: int) -> dict[str, dict[s
         TOP_K: {K_INPUT: np.int32(k), EXAMPLE_AGE: np.zeros([1], np.float32), **optional},
         USER_EMBEDDING: dict(optional),
     }
+
+
+_TMP_EXPORT = re.compile(r"\.tmp-[0-9]+-([0-9]+)-.*")
+
+
+def remove_stale_exports(base_path: str | os.PathLike) -> list[str]:
+    """Removes the temporary directories of exports killed before they finished.
+
+    An export writes `base_path/.tmp-<version>-<pid>-*` and renames it into place; a killed
+    export leaves it behind (TF Serving never serves it: not an integer name). A temporary
+    directory whose process no longer runs on this machine is removed; one of a live process
+    (an export in progress) is kept. Returns the names removed.
+
+    >>> import tempfile
+    >>> base = pathlib.Path(tempfile.mkdtemp())
+    >>> (base / ".tmp-3-999999999-ab").mkdir(); (base / f".tmp-4-{os.getpid()}-cd").mkdir()
+    >>> remove_stale_exports(base), sorted(p.name for p in base.iterdir())[0][:7]
+    (['.tmp-3-999999999-ab'], '.tmp-4-')
+    """
+    removed = []
+    for entry in sorted(pathlib.Path(base_path).iterdir()):
+        match = _TMP_EXPORT.fullmatch(entry.name)
+        if not match or not entry.is_dir():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry.name)
+        except (PermissionError, OverflowError):  # another user's live process; or no pid
+            continue
+    return removed
+
+
+def _make_readable(path: pathlib.Path) -> None:
+    """Directories 0755 and files 0644, as a published version must be readable by a server
+    running as another user (`tempfile.mkdtemp` creates 0700)."""
+    for root, directories, files in os.walk(path):
+        os.chmod(root, 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o644)
 
 
 def _write_signature_defaults(path: pathlib.Path, defaults: Mapping[str, Mapping[str, Any]]):
@@ -336,8 +378,11 @@ def export_saved_model(
     (`watch_history`, `search_tokens`) longer than `max_history_length` and `k` outside
     [1, k] fail with `InvalidArgumentError` before the model runs.
 
-    The version is published atomically: written to `base_path/.tmp-<version>-*` and renamed,
-    so a polling TF Serving never sees half a model; on failure the temp dir is removed.
+    The version is published atomically: written to `base_path/.tmp-<version>-<pid>-*` and
+    renamed, so a polling TF Serving never sees half a model; on failure the temp dir is
+    removed, and the temp dirs of killed exports are removed by the next export
+    (`remove_stale_exports`). A published version is readable by every user (directories
+    0755, files 0644).
     `index="scann"` needs ScaNN's ops in the server (import this module before loading;
     TF Serving needs a ScaNN build); `index="brute_force"` uses core TensorFlow ops only.
 
@@ -412,7 +457,8 @@ def export_saved_model(
             f"another (or omit `version` for the next one). Received: version={version}"
         )
     base.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-", dir=base))
+    remove_stale_exports(base)
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".tmp-{int(version)}-{os.getpid()}-", dir=base))
     try:
         specs = serving_input_signature(model)
         placeholder = model.placeholder_features()
@@ -435,6 +481,7 @@ def export_saved_model(
         if target.exists():
             raise ValueError(f"Version {version} appeared during the export. "
                              f"Received: version={version}")
+        _make_readable(tmp)
         os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
