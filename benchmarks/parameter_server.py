@@ -11,8 +11,9 @@ same run, each in its own processes:
   video table and `b_j` across the two parameter servers.
 
 Reported: examples/s over the timed epoch (the first epoch, which traces and warms up, is not
-timed), the peak RSS (VmHWM from /proc/<pid>/status) of each parameter server, of the chief
-and of the single process, and how the tables were split. With one table of 10M x 64 float32
+timed), the peak RSS (VmHWM from /proc/<pid>/status) of each parameter server (and its RSS
+once training is done, VmRSS), of the chief and of the single process, and how the tables were
+split. With one table of 10M x 64 float32
 (2.56 GB) and Adagrad (one accumulator slot per table, updated at the rows of a step only),
 each parameter server should hold about half of the table and its slot. tf_keras's SGD keeps a
 momentum slot even at momentum 0 and updates it densely every step: not the choice here.
@@ -138,10 +139,11 @@ def _free_ports(count):
     return ports
 
 
-def _vm_hwm_mb(pid: int) -> float:
+def _vm_hwm_mb(pid: int, field: str = "VmHWM") -> float:
+    """A memory figure of /proc/<pid>/status in MB: VmHWM (peak RSS) or VmRSS (now)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -214,6 +216,8 @@ def main() -> None:
         result = _result(chief, args.timeout)
         memory = {name: _vm_hwm_mb(proc.pid) for name, proc in servers.items()
                   if name != "chief" and proc.poll() is None}
+        resting = {name: _vm_hwm_mb(proc.pid, "VmRSS") for name, proc in servers.items()
+                   if name != "chief" and proc.poll() is None}
     finally:
         for proc in servers.values():
             if proc.poll() is None:
@@ -222,11 +226,12 @@ def main() -> None:
     print(f"param server: {result['examples_per_second']:,.0f} examples/s "
           f"({args.workers} worker(s), 2 ps), chief peak RSS {result['peak_rss_mb']:,.0f} MB")
     for name, mb in sorted(memory.items()):
-        print(f"  {name:8s} peak RSS (VmHWM) {mb:,.0f} MB")
+        print(f"  {name:8s} peak RSS (VmHWM) {mb:,.0f} MB, after training (VmRSS) "
+              f"{resting[name]:,.0f} MB")
     for name, devices in result["shards"].items():
         print(f"  {name}: {len(devices)} shards on {', '.join(devices)}")
     print(json.dumps({"single": single_result, "parameter_server": result,
-                      "peak_rss_mb": memory}))
+                      "peak_rss_mb": memory, "rss_after_training_mb": resting}))
 
 
 if __name__ == "__main__":
