@@ -152,8 +152,8 @@ def test_optional_inputs_have_signature_defaults_repeated_over_the_batch(tmp_pat
     history = tf.constant([["v1", "v2"], ["v3", ""], ["", ""]])
     one_row = {name: tf.constant(tf.make_ndarray(value))
                for name, value in signatures[SERVING_DEFAULT].defaults.items()}
-    repeated = {"search_tokens": tf.constant([[""]] * 3), "geo": tf.constant([""] * 3),
-                "age": tf.zeros([3])}
+    repeated = {"search_tokens": tf.constant([[""]] * 3), "search_query": tf.constant([[""]] * 3),
+                "geo": tf.constant([""] * 3), "age": tf.zeros([3])}
     filled = served[SERVING_DEFAULT](watch_history=history, **one_row)
     explicit = served[SERVING_DEFAULT](watch_history=history, **repeated)
     np.testing.assert_array_equal(filled[VIDEO_IDS].numpy(), explicit[VIDEO_IDS].numpy())
