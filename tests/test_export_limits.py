@@ -266,3 +266,31 @@ def test_a_killed_export_is_never_served_and_the_next_export_removes_it(tmp_path
     modes = {p.stat().st_mode & 0o777 for p in [path, *path.rglob("*")] if p.is_dir()}
     assert modes == {0o755}
     assert {p.stat().st_mode & 0o777 for p in path.rglob("*") if p.is_file()} == {0o644}
+
+
+def test_the_version_carries_its_limits_and_the_example_age_window(tmp_path):
+    from tfrs_youtube.data import SyntheticConfig, build_examples, generate_synthetic_log
+    from tfrs_youtube.export import SERVING_CONFIG
+
+    data = build_examples(generate_synthetic_log(SyntheticConfig.preset("tiny"), seed=0).log)
+    config = YouTubeCandidateConfig.from_training_data(
+        data, embedding_dim=8, output_dim=8, depth=1, features=["watches", "example_age"])
+    assert config.example_age_window == list(data.window)
+    model = YouTubeCandidateModel(YouTubeCandidateConfig.from_dict(config.to_dict()))
+    path = export_saved_model(model, tmp_path, index="brute_force", k=7, max_batch_size=9,
+                              warmup=False)
+    written = json.loads((path / SERVING_CONFIG).read_text())
+    assert written["example_age_window"] == list(data.window)
+    assert (written["k"], written["max_batch_size"], written["max_history_length"],
+            written["max_search_tokens"], written["integer_ids"]) == (7, 9, 1000, 50, False)
+    # An example at the window's end has age 0, the value serving sends.
+    start, end = written["example_age_window"]
+    ages = data.train.features["example_age"]
+    assert ages.min() == pytest.approx(0.0, abs=1e-6) and ages.max() == pytest.approx(1.0)
+    assert end > start
+
+
+@pytest.mark.parametrize("window", [[1.0], [2.0, 1.0], [0.0, float("nan")], "ab"])
+def test_a_bad_example_age_window_is_refused(window):
+    with pytest.raises(ValueError, match="Received: example_age_window="):
+        YouTubeCandidateConfig(num_videos=10, example_age_window=window)

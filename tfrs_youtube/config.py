@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -99,6 +100,10 @@ class YouTubeCandidateConfig:
         cross_replica_negatives: bool. Under a `tf.distribute` strategy with several replicas
             in sync, the in-batch negatives of "in_batch" and "mixed" are the labels of every
             replica, not only the replica's own (`SampledSoftmaxRetrieval`).
+        example_age_window: [start, end] of the training watches, seconds (set by
+            `from_training_data`): `example_age` is (end - t) / (end - start), so 0 is the end
+            of the window, serving time in the paper's terms. The export writes it beside
+            the model (`assets.extra/serving_config.json`). None when unknown.
     """
 
     video_vocabulary: list[str] | None = None
@@ -135,8 +140,18 @@ class YouTubeCandidateConfig:
     example_age_buckets: int = 0
     seed: int | None = None
     cross_replica_negatives: bool = False
+    example_age_window: list[float] | None = None
 
     def __post_init__(self) -> None:
+        if self.example_age_window is not None:
+            window = list(self.example_age_window)
+            if len(window) != 2 or not all(isinstance(t, (int, float)) and math.isfinite(t)
+                                           for t in window) or window[0] > window[1]:
+                raise ValueError(
+                    "`example_age_window` must be [start, end], finite seconds with start <= "
+                    f"end, or None. Received: example_age_window={self.example_age_window!r}"
+                )
+            self.example_age_window = [float(t) for t in window]
         if self.video_vocabulary is not None:
             self.video_vocabulary = [str(v) for v in self.video_vocabulary]
             if self.num_videos is None:
@@ -256,6 +271,7 @@ class YouTubeCandidateConfig:
                 name: [float(q) for q in quantiles]
                 for name, quantiles in sorted(data.numeric_quantiles.items())
             },
+            example_age_window=[float(t) for t in data.window],
         )
         kwargs.update(overrides)
         if kwargs.get("user_id_embedding_dim") and kwargs.get("user_vocabulary") is None:

@@ -9,6 +9,7 @@ a process must import it before `tf.saved_model.load` of an `index="scann"` expo
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import re
@@ -38,7 +39,7 @@ from tfrs_youtube.serving.signatures import (
 
 __all__ = [
     "SERVING_DEFAULT", "TOP_K", "USER_EMBEDDING", "VIDEO_IDS", "SCORES", "K_INPUT",
-    "WARMUP_FILE", "INDEX_KINDS", "SCANN_OPTIONS",
+    "WARMUP_FILE", "SERVING_CONFIG", "INDEX_KINDS", "SCANN_OPTIONS",
     "export_saved_model", "serving_input_signature", "signature_defaults", "tokenize_queries",
     "latest_version",
     "scann_defaults",
@@ -164,6 +165,30 @@ def remove_stale_exports(base_path: str | os.PathLike) -> list[str]:
         except (PermissionError, OverflowError):  # another user's live process; or no pid
             continue
     return removed
+
+
+SERVING_CONFIG = "assets.extra/serving_config.json"
+
+
+def _write_serving_config(path: pathlib.Path, model: YouTubeCandidateModel, k: int,
+                          max_batch_size: int, max_history_length: int,
+                          max_search_tokens: int) -> None:
+    """Writes what a client needs to know beside the signatures: the limits and the
+    example-age window, so `example_age` is sent in the paper's terms (0 at serving time)."""
+    window = model.config.example_age_window
+    config = {
+        "k": k,
+        "max_batch_size": max_batch_size,
+        "max_history_length": max_history_length,
+        "max_search_tokens": max_search_tokens,
+        "example_age_window": window,
+        "example_age": "(end - t) / (end - start) over example_age_window in seconds: 0 at "
+        "the end of the training window (serving time), slightly negative after it",
+        "integer_ids": model.config.video_vocabulary is None,
+    }
+    target = path / SERVING_CONFIG
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _make_readable(path: pathlib.Path) -> None:
@@ -476,6 +501,8 @@ def export_saved_model(
         tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
                             options=options)
         _write_signature_defaults(tmp, signature_defaults(model, k))
+        _write_serving_config(tmp, model, k, max_batch_size, max_history_length,
+                              max_search_tokens)
         if warmup:
             write_warmup(tmp / WARMUP_FILE, base.name, warmup_inputs(model, specs), k)
         if target.exists():
