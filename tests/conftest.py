@@ -41,3 +41,25 @@ def _fixed_random_seeds():
 
     tf.keras.utils.set_random_seed(20161)
     yield
+
+
+@pytest.fixture
+def free_ports():
+    """`free_ports(count)`: `count` distinct free TCP ports on 127.0.0.1 (all held open while
+    choosing, so none is picked twice), for the servers of a local cluster."""
+
+    def pick(count: int) -> list[int]:
+        import socket
+
+        sockets = []
+        try:
+            for _ in range(count):
+                sock = socket.socket()
+                sock.bind(("127.0.0.1", 0))
+                sockets.append(sock)
+            return [sock.getsockname()[1] for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+
+    return pick

@@ -31,7 +31,6 @@ import json
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -60,19 +59,6 @@ def _env(tf_config: dict | None = None) -> dict[str, str]:
     if tf_config is not None:
         env["TF_CONFIG"] = json.dumps(tf_config)
     return env
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class _Processes:
@@ -208,8 +194,9 @@ def single_run(tmp_path_factory) -> pathlib.Path:
     return folder / "run"
 
 
-def test_multi_worker_mirrored_two_processes_match_single_process(tmp_path, single_run):
-    ports = _free_ports(2)
+def test_multi_worker_mirrored_two_processes_match_single_process(tmp_path, single_run,
+                                                                 free_ports):
+    ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     with _Processes(tmp_path) as procs:
         for index in range(2):
@@ -226,8 +213,8 @@ def test_multi_worker_mirrored_two_processes_match_single_process(tmp_path, sing
     assert abs(_recall_at_50(tmp_path / "run") - _recall_at_50(single_run)) <= TOLERANCE
 
 
-def test_parameter_server_cluster_survives_a_killed_worker(tmp_path, single_run):
-    ports = _free_ports(5)
+def test_parameter_server_cluster_survives_a_killed_worker(tmp_path, single_run, free_ports):
+    ports = free_ports(5)
     cluster = {
         "chief": [f"127.0.0.1:{ports[0]}"],
         "worker": [f"127.0.0.1:{port}" for port in ports[1:3]],

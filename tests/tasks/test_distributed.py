@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -283,21 +282,8 @@ print(json.dumps({"loss_1": float(loss_1), "loss_2": float(loss_2),
             assert 0.6 < np.abs(two).sum() / scale < 1.6
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def test_parameter_server_tables_are_sharded_and_train_through_lookup():
-    ports = _free_ports(4)
+def test_parameter_server_tables_are_sharded_and_train_through_lookup(free_ports):
+    ports = free_ports(4)
     results = _run(f"""
 import json
 import numpy as np
