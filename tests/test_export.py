@@ -304,3 +304,57 @@ def test_latest_version_ignores_temp_and_non_integer_dirs(tmp_path):
         (tmp_path / name).mkdir()
     (tmp_path / "99").write_text("a file, not a version")
     assert latest_version(pathlib.Path(tmp_path)) == 12
+
+
+_MOVED_SCRIPT = """
+import json, sys
+import tfrs_youtube.export
+import tensorflow as tf
+served = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+out = served(watch_history=tf.constant([["clip-001-zq", "nope", ""], ["clip-007-zq", "", ""]]),
+             search_tokens=tf.constant([["zqdog"], [""]]),
+             search_query=tf.constant([["ZQcat  zqdog"], [""]]),
+             geo=tf.constant(["zq-de", "elsewhere"]), age=tf.constant([20.0, 0.0]))
+print(json.dumps({"ids": out["video_ids"].numpy().astype(str).tolist(),
+                  "scores": out["scores"].numpy().tolist()}))
+"""
+
+
+def test_vocabularies_are_asset_files_and_the_version_moves(tmp_path):
+    vocab = [f"clip-{i:03d}-zq" for i in range(len(VOCAB))]
+    search = ["zqcat", "zqdog", "zqcat_zqdog"]
+    model = _model(video_vocabulary=vocab, search_vocabulary=search,
+                   categorical_features={"geo": ["zq-us", "zq-de"]}, max_history=2)
+    version = export_saved_model(model, tmp_path / "a", index="brute_force", k=5)
+    # No vocabulary is baked into the graph: each is a file in assets/, line i = position i.
+    graph = (version / "saved_model.pb").read_bytes()
+    assert b"-zq" not in graph and b"zqcat" not in graph and b"zq-de" not in graph
+    assets = version / "assets"
+    assert sorted(os.listdir(assets)) == ["geo.vocab", "search_tokens.vocab",
+                                          "watch_history.vocab"]
+    assert (assets / "watch_history.vocab").read_text().splitlines() == vocab
+    assert (assets / "search_tokens.vocab").read_text().splitlines() == search
+    assert (assets / "geo.vocab").read_text().splitlines() == ["zq-us", "zq-de"]
+    # The version is self-contained: moved elsewhere and its source removed, it still serves.
+    moved = tmp_path / "b" / "1"
+    moved.parent.mkdir()
+    version.rename(moved)
+    out = _run(_MOVED_SCRIPT, moved)
+    features = {
+        "watch_history": tf.constant([["clip-001-zq", "nope", ""], ["clip-007-zq", "", ""]]),
+        "search_tokens": tf.constant([["zqdog", "zqcat", "zqdog", "zqcat_zqdog"],
+                                      ["", "", "", ""]]),
+        "geo": tf.constant(["zq-de", "elsewhere"]), "age": tf.constant([20.0, 0.0]),
+    }
+    scores = model.scores(features).numpy()
+    for row, watched, ids, top in zip(scores, [{1}, {7}], out["ids"], out["scores"]):
+        order = [j for j in np.argsort(-row) if j not in watched][:5]
+        assert ids == [vocab[j] for j in order]
+        np.testing.assert_allclose(top, row[order], rtol=1e-5, atol=1e-5)
+
+
+def test_a_vocabulary_id_with_a_line_break_is_refused(tmp_path):
+    model = _model(video_vocabulary=VOCAB[:-1] + ["bad\nid"])
+    with pytest.raises(ValueError, match="line break"):
+        export_saved_model(model, tmp_path, index="brute_force", k=3)
+    assert not list(tmp_path.iterdir())  # nothing half-written

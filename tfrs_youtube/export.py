@@ -9,13 +9,14 @@ a process must import it before `tf.saved_model.load` of an `index="scann"` expo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
 import re
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -170,6 +171,53 @@ def remove_stale_exports(base_path: str | os.PathLike) -> list[str]:
 SERVING_CONFIG = "assets.extra/serving_config.json"
 
 
+VOCABULARY_SUFFIX = ".vocab"
+
+
+def _vocabulary_text(name: str, vocabulary: Any) -> str:
+    """One ID per line, line i holding the ID of vocabulary position i."""
+    for token in vocabulary:
+        if "\n" in token or "\r" in token:
+            raise ValueError(
+                f"The {name!r} vocabulary holds an ID with a line break, which a vocabulary "
+                f"file cannot keep. Received: {token!r}"
+            )
+    return "".join(f"{token}\n" for token in vocabulary)
+
+
+@contextlib.contextmanager
+def _vocabulary_assets(model: YouTubeCandidateModel, directory: pathlib.Path) -> Iterator[dict]:
+    """Points each string lookup of the feature layers at a vocabulary file while it exports.
+
+    Every distinct `StringLookup` (a lookup shared by two poolers stays shared) is replaced by
+    one reading `directory/<feature>.vocab`, so the SavedModel keeps the vocabulary as an
+    asset file, not as graph constants; the model's own lookups are put back afterwards.
+    Yields the file of each feature.
+    """
+    swapped: list[tuple[tf.keras.layers.Layer, Any]] = []
+    replacements: dict[int, tuple[Any, pathlib.Path]] = {}
+    files: dict[str, pathlib.Path] = {}
+    try:
+        for name, layer in sorted(model.feature_layers.items()):
+            lookup = getattr(layer, "lookup", None)
+            if lookup is None or getattr(layer, "vocabulary", None) is None:
+                continue
+            if id(lookup) not in replacements:
+                path = directory / f"{name}{VOCABULARY_SUFFIX}"
+                path.write_text(_vocabulary_text(name, layer.vocabulary), encoding="utf-8")
+                replacement = tf.keras.layers.StringLookup(
+                    vocabulary=str(path), num_oov_indices=layer.num_oov_indices,
+                    mask_token=None, name=f"{name}_lookup")
+                replacements[id(lookup)] = (replacement, path)
+            replacement, files[name] = replacements[id(lookup)]
+            layer.lookup = replacement
+            swapped.append((layer, lookup))
+        yield files
+    finally:
+        for layer, lookup in reversed(swapped):
+            layer.lookup = lookup
+
+
 def _write_serving_config(path: pathlib.Path, model: YouTubeCandidateModel, k: int,
                           max_batch_size: int, max_history_length: int,
                           max_search_tokens: int) -> None:
@@ -247,7 +295,7 @@ class _ServingModule(tf.Module):
     """
 
     def __init__(self, model, index, k_max, max_batch_size, max_history, max_length,
-                 max_search_tokens):
+                 max_search_tokens, video_file=None):
         super().__init__(name="youtube_candidate_generation")
         self.feature_layers = dict(model.feature_layers)
         self.user_tower = model.user_tower
@@ -264,7 +312,12 @@ class _ServingModule(tf.Module):
         vocabulary = model.config.video_vocabulary
         self.num_videos = model.config.num_videos
         # Integer-ID models answer with catalogue rows (int64, -1 pads).
-        self.video_ids = None if vocabulary is None else tf.constant(list(vocabulary), tf.string)
+        # Catalogue row -> video ID, read from the watch history's vocabulary file.
+        self.video_ids = None if vocabulary is None else tf.lookup.StaticHashTable(
+            tf.lookup.TextFileInitializer(
+                str(video_file), tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER,
+                tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
+            default_value="")
         self.num_oov = model.history_pooler.num_oov_indices if vocabulary is not None else 0
         # Bags of integer IDs: IDs outside a table are dropped like padding (contribute nothing).
         self._int_bags = {
@@ -332,7 +385,7 @@ class _ServingModule(tf.Module):
         scores, positions = tf.math.top_k(scores, k)
         ids = tf.gather(rows, positions, batch_dims=1)
         if self.video_ids is not None:
-            ids = tf.gather(self.video_ids, ids)
+            ids = self.video_ids.lookup(ids)
         # Fewer than k unwatched videos in the whole catalogue: pad with "" (or -1) and -inf.
         pad = tf.constant("" if self.video_ids is not None else -1, ids.dtype)
         ids = tf.where(tf.math.is_inf(scores), pad, ids)
@@ -385,9 +438,10 @@ def export_saved_model(
 ) -> pathlib.Path:
     """Writes `base_path/<version>/`: a SavedModel that serves the top-k videos of a user.
 
-    The SavedModel holds the feature preprocessing (string video IDs in and out), the user
-    tower and a top-N index over `[v_j, b_j]`, so results come in softmax order and `scores`
-    are the logits `u . v_j + b_j`. Signatures (every input is required):
+    The SavedModel holds the feature preprocessing (string video IDs in and out; each
+    vocabulary an asset file `assets/<feature>.vocab`, one ID per line), the user tower and a
+    top-N index over `[v_j, b_j]`, so results come in softmax order and `scores` are the logits
+    `u . v_j + b_j`. Signatures (every input is required):
 
     - `serving_default`: `serving_input_signature(model)` -> `video_ids` string [batch, k] and
       `scores` float32 [batch, k]; `example_age` is 0.
@@ -434,7 +488,7 @@ def export_saved_model(
         `pathlib.Path` of the version directory.
 
     Raises:
-        ValueError: on an existing `version`, a bad
+        ValueError: on an existing `version`, a vocabulary ID with a line break, a bad
             `index`, `k`, `max_batch_size`, `max_history`, or unknown `scann_options` keys
             (or `scann_options` with `index="brute_force"`).
         TypeError: if `model` is not a `YouTubeCandidateModel` or an int argument is not an int.
@@ -494,12 +548,15 @@ def export_saved_model(
             axis=1,
         )
         top_n = TopNIndex(vectors, index, k + max_history, scann_options)
-        module = _ServingModule(model, top_n, k, max_batch_size, max_history,
-                                max_history_length, max_search_tokens)
         options = tf.saved_model.SaveOptions(
             namespace_whitelist=["Scann"] if index == "scann" else None)
-        tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
-                            options=options)
+        with tempfile.TemporaryDirectory() as sources, \
+                _vocabulary_assets(model, pathlib.Path(sources)) as files:
+            module = _ServingModule(model, top_n, k, max_batch_size, max_history,
+                                    max_history_length, max_search_tokens,
+                                    files.get(WATCH_HISTORY))
+            tf.saved_model.save(module, str(tmp), signatures=module.signatures(specs),
+                                options=options)
         _write_signature_defaults(tmp, signature_defaults(model, k))
         _write_serving_config(tmp, model, k, max_batch_size, max_history_length,
                               max_search_tokens)
