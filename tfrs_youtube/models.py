@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Mapping
 
 import tensorflow as tf
@@ -67,8 +68,20 @@ class YouTubeCandidateModel(tfrs.Model):
     absent, as at serving), one key per user feature, and for training `label` [batch] (the
     watched video) and optionally `sample_weight` [batch].
 
-    The model is config-serializable (`get_config` returns the `YouTubeCandidateConfig` as a
-    dict); weights are saved with `save_weights`/checkpoints.
+    Saving. The model is config-serializable (`get_config` returns the `YouTubeCandidateConfig`
+    as a dict) and works with every Keras way of saving, after `fit` alone as after a call:
+    `save_weights` and `tf.train.Checkpoint`; `model.save("model.keras")` and
+    `model.save(directory)` (a SavedModel), also through
+    `tf.keras.callbacks.ModelCheckpoint(save_weights_only=False)`; and `tf.saved_model.save`.
+    `tf.keras.models.load_model` rebuilds the model from the file alone once `tfrs_youtube` is
+    importable (no `custom_objects`): every weight (input tables and their vocabularies, the
+    tower, v_j and b_j) and, for a compiled model, the optimizer state. The first inputs the
+    model sees (in `fit`, `evaluate` or a call) become its input signature: the keys the
+    feature layers read (not `label` or `sample_weight`), every dimension unknown, so the
+    SavedModel's `serving_default` maps a dict of user features to the user embedding
+    `[batch, output_dim]`. A model that never saw inputs has no signature to save:
+    `tf.saved_model.save` warns. For TF Serving, with top-N video IDs and scores, use
+    `tfrs_youtube.export.export_saved_model`.
 
     Args:
         config: `YouTubeCandidateConfig` (or its dict).
@@ -275,6 +288,7 @@ class YouTubeCandidateModel(tfrs.Model):
                 f"Received keys: {sorted(features)}"
             )
         user = self.user_embedding(features, training=training)
+        self._record_inputs(features)  # after the layers built, so their weights exist
         optimizer = getattr(self, "optimizer", None)
         return self.task(
             user,
@@ -318,16 +332,111 @@ class YouTubeCandidateModel(tfrs.Model):
         return self.candidates.logits(self.user_embedding(features))
 
     def placeholder_features(self, batch_size: int = 1) -> dict[str, tf.Tensor]:
-        """A batch of empty inputs (padding, zeros, unknown categories) that builds the model."""
+        """A batch of empty inputs (padding, zeros, unknown categories) that builds the model.
+
+        Integer IDs are int64, as `tf.data` parses them.
+        """
         features: dict[str, tf.Tensor] = {}
         for name, layer in self.feature_layers.items():
             if isinstance(layer, HistoryEmbeddingPooler):
-                features[name] = tf.fill([batch_size, 1], layer.pad_value)
+                pad = layer.pad_value if layer.lookup is not None else tf.constant(
+                    layer.pad_value, tf.int64)
+                features[name] = tf.fill([batch_size, 1], pad)
             elif isinstance(layer, CategoricalEmbedding):
-                features[name] = tf.fill([batch_size], "" if layer.vocabulary is not None else 0)
+                empty = "" if layer.vocabulary is not None else tf.constant(0, tf.int64)
+                features[name] = tf.fill([batch_size], empty)
             else:
                 features[name] = tf.zeros([batch_size], tf.float32)
         return features
+
+    # Keras saving. TFRS's train and test steps call `compute_loss`, never `self(...)`, so
+    # Keras would never record the inputs of a model that only ran `fit`: no SavedModel
+    # signature, `model.built` False, and a `.keras` file that reloads with no weights.
+
+    def _feature_specs(self, inputs: Mapping[str, Any]) -> dict[str, tf.TypeSpec]:
+        """The specs of the features the layers read, every dimension unknown."""
+        specs: dict[str, tf.TypeSpec] = {}
+        for name in self.feature_layers:
+            if name not in inputs:
+                continue
+            value = inputs[name]
+            if isinstance(value, (tf.RaggedTensor, tf.RaggedTensorSpec)):
+                specs[name] = tf.RaggedTensorSpec([None, None], value.dtype, ragged_rank=1)
+                continue
+            if not isinstance(value, tf.TypeSpec):
+                value = tf.convert_to_tensor(value)
+            shape = None if value.shape.rank is None else [None] * value.shape.rank
+            specs[name] = tf.TensorSpec(shape, value.dtype, name=name)
+        return specs
+
+    def _default_feature_specs(self) -> dict[str, tf.TypeSpec]:
+        """The input signature of a model built without being called: its placeholders'."""
+        return self._feature_specs(self.placeholder_features())
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _set_save_spec(self, inputs: Any, args: Any = None, kwargs: Any = None) -> None:
+        # Keras records the first call's inputs as the SavedModel signature; keep only the
+        # features (no `label`), each of any batch size and bag length.
+        if isinstance(inputs, Mapping):
+            inputs = self._feature_specs(inputs)
+        super()._set_save_spec(inputs, args, kwargs)
+
+    def _record_inputs(self, features: Mapping[str, tf.Tensor]) -> None:
+        """Marks the model built by a training or evaluation step, as a call would."""
+        if self._saved_model_inputs_spec is None:
+            self._set_save_spec(features)
+        self.built = True
+
+    def get_build_config(self) -> dict[str, Any] | None:
+        """The input signature, from which `build_from_config` recreates every weight.
+
+        None for a model that has no weights yet (nothing to restore into).
+        """
+        specs = self._saved_model_inputs_spec
+        if specs is None:
+            if not self.user_tower.weights:
+                return None
+            specs = self._default_feature_specs()
+        return {
+            "input_spec": {
+                name: {
+                    "shape": spec.shape.as_list(),
+                    "dtype": spec.dtype.name,
+                    "ragged": isinstance(spec, tf.RaggedTensorSpec),
+                }
+                for name, spec in specs.items()
+            }
+        }
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        """Creates every weight and the input signature of `get_build_config`'s result."""
+        specs: dict[str, tf.TypeSpec] = {}
+        for name, spec in config["input_spec"].items():
+            dtype = tf.as_dtype(spec["dtype"])
+            specs[name] = (
+                tf.RaggedTensorSpec(spec["shape"], dtype, ragged_rank=1) if spec["ragged"]
+                else tf.TensorSpec(spec["shape"], dtype, name=name)
+            )
+        self._set_save_spec(specs)
+        with tf.init_scope():
+            self.user_embedding(self.placeholder_features())
+        self.built = True
+
+    def _trackable_children(self, save_type: str = "checkpoint", **kwargs: Any) -> Any:
+        if save_type == "savedmodel" and self._saved_model_inputs_spec is None:
+            if self.user_tower.weights:  # built by `user_embedding` or `scores` alone
+                self._set_save_spec(self._default_feature_specs())
+                self.built = True
+            else:
+                warnings.warn(
+                    f"{type(self).__name__} {self.name!r} has no input signature: it was never "
+                    "called, fit or evaluated, so the SavedModel gets no `serving_default` "
+                    "signature and no weights of the feature layers or the tower. Call it "
+                    "first, e.g. `model(model.placeholder_features())`, or train it.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return super()._trackable_children(save_type, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return {"config": self.config.to_dict()}

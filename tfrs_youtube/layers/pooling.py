@@ -229,6 +229,20 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
             self.embedding.build((None,))
         self.built = True
 
+    def get_build_config(self) -> dict[str, Any] | None:
+        # The weights do not depend on the input shape: a layer built by `build(None)` alone
+        # records that too, so `build_from_config` (`.keras` loading) recreates them.
+        config = super().get_build_config()
+        if config is None and self.built:
+            config = {"input_shape": None}
+        return config
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        if config.get("input_shape") is None:
+            self.build(None)
+        else:
+            super().build_from_config(config)
+
     def _flatten(self, inputs: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Returns (table rows [V], row ids [V], number of rows) of the items to pool.
 

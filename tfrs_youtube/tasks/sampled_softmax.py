@@ -282,15 +282,24 @@ class SampledSoftmaxRetrieval(tf.keras.layers.Layer, tfrs.tasks.Task):
         if training is False and self._own_step is None:  # evaluation: nothing to advance
             return self.sampler_seed(0, replica_id)
         if self._own_step is None:
-            with tf.init_scope():  # created once, eagerly, outside any traced function
-                self._own_step = tf.Variable(
-                    0, dtype=tf.int64, trainable=False, name="sample_step"
-                )
+            self._create_own_step()
         current = self._own_step.read_value()
         if training is not False:
             with tf.control_dependencies([current]):
                 self._own_step.assign_add(1)
         return self.sampler_seed(current, replica_id)
+
+    def _create_own_step(self) -> None:
+        with tf.init_scope():  # created once, eagerly, outside any traced function
+            self._own_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="sample_step")
+
+    def load_own_variables(self, store: Any) -> None:
+        # The step counter exists once a call advanced it; a task rebuilt from a `.keras`
+        # file that saved one creates it to restore the count into.
+        own = len(self._trainable_weights) + len(self._non_trainable_weights)
+        if self._own_step is None and len(store.keys()) > own:
+            self._create_own_step()
+        super().load_own_variables(store)
 
     def _negative_labels(self, labels, context, num_replicas) -> tf.Tensor:
         """The labels the in-batch negatives come from: the replica's, or every replica's."""
