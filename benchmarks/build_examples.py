@@ -13,8 +13,8 @@ A child that exceeds `--memory-limit` (RLIMIT_AS) or `--timeout` is reported as 
 hidden. `--watches` scales the log down (fewer users, same catalogue) for a quick check.
 
 Usage: python benchmarks/build_examples.py [--preset large] [--watches N] [--shards 16]
-    [--beam-watches N] [--memory-limit 20] [--limit in_memory] [--timeout 3600]
-    [--variants in_memory streaming beam]
+    [--beam-watches N] [--memory-limit 20] [--beam-memory-limit G] [--limit in_memory]
+    [--timeout 3600] [--variants in_memory streaming beam]
 Prints wall time, peak RSS and examples per variant, with ratios against `in_memory`.
 """
 
@@ -47,8 +47,9 @@ def _log(preset: str, watches: int | None, seed: int):
 
 
 def run_variant(variant: str, args: argparse.Namespace) -> dict:
-    if args.memory_limit and variant in args.limit:
-        limit = int(args.memory_limit * 2**30)
+    cap = _memory_limit(args, variant)
+    if cap and variant in args.limit:
+        limit = int(cap * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     import tfrs_youtube  # noqa: F401
     from tfrs_youtube.data import (
@@ -88,10 +89,17 @@ def run_variant(variant: str, args: argparse.Namespace) -> dict:
     }
 
 
+def _memory_limit(args: argparse.Namespace, variant: str) -> float | None:
+    if variant == "beam" and args.beam_memory_limit:
+        return args.beam_memory_limit
+    return args.memory_limit
+
+
 def _child(args: argparse.Namespace, variant: str) -> dict:
     command = [sys.executable, __file__, "--variant", variant, "--workdir", args.workdir]
     for name in ("preset", "watches", "beam_watches", "shards", "max_history",
-                 "examples_per_user", "memory_limit", "seed", "beam_workers", "beam_mode"):
+                 "examples_per_user", "memory_limit", "beam_memory_limit", "seed",
+                 "beam_workers", "beam_mode"):
         value = getattr(args, name)
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]  # fmt: skip
@@ -105,7 +113,8 @@ def _child(args: argparse.Namespace, variant: str) -> dict:
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["?"])[-1]
         memory = "MemoryError" in done.stderr or "bad_alloc" in done.stderr
-        reason = f"out of memory (limit {args.memory_limit} GiB)" if memory else tail[:120]
+        reason = (f"out of memory (limit {_memory_limit(args, variant)} GiB)" if memory
+                  else tail[:120])
         return {"failed": f"exit {done.returncode}: {reason}", "wall_seconds": wall}
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["wall_seconds"] = wall
@@ -123,6 +132,8 @@ def main() -> int:
     parser.add_argument("--examples-per-user", type=int, default=None)
     parser.add_argument("--memory-limit", type=float, default=20.0,
                         help="GiB of address space (RLIMIT_AS) per child of --limit")
+    parser.add_argument("--beam-memory-limit", type=float, default=None,
+                        help="GiB of RLIMIT_AS for the beam child (default: --memory-limit)")
     parser.add_argument("--limit", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="the variants the memory limit applies to")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
@@ -141,8 +152,8 @@ def main() -> int:
 
     print(f"Example building: preset {args.preset}, watches {args.watches or 'preset'}, "
           f"shards {args.shards}, max_history {args.max_history}, examples_per_user "
-          f"{args.examples_per_user}, memory limit {args.memory_limit} GiB (RLIMIT_AS) for "
-          f"{' '.join(args.limit)}",
+          f"{args.examples_per_user}, memory limit {args.memory_limit} GiB (RLIMIT_AS; beam "
+          f"{_memory_limit(args, 'beam')} GiB) for {' '.join(args.limit)}",
           flush=True)  # fmt: skip
     results = {}
     args.workdir = tempfile.mkdtemp(prefix="build_examples_bench.")
@@ -161,7 +172,8 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if "failed" in r:
-            print(f"| {name} | - | - | - | - | - | {r['failed']} | |")
+            wall = f"{r['wall_seconds']:.1f}" if "wall_seconds" in r else "-"
+            print(f"| {name} | - | - | - | {wall} | - | {r['failed']} | |")
             continue
         same_log = reference and "failed" not in reference and reference["watches"] == r["watches"]
         ratio_t = f"{r['build_seconds'] / reference['build_seconds']:.2f}x" if same_log else "n/a"
