@@ -15,7 +15,8 @@ What the tests show:
   and `b_j`) are split across both parameter servers (`metrics.json`'s `variable_shards`).
 - The single-process job killed (SIGKILL) after its first backup and started again with the
   same command resumes from the backup and ends with the same holdout metrics as the
-  uninterrupted run (marked slow: about two more minutes).
+  uninterrupted run (marked slow: about two more minutes). The same under `mirrored`,
+  `multi_worker` and `parameter_server`: tests/test_distribute_resume.py.
 
 Tolerance. Recall@50 of single-process runs over seeds 0, 1, 2 (data and initialization change
 with the seed): 0.3889, 0.3535, 0.3719 (`tfrs-youtube train --preset tiny --max-epochs 8

@@ -321,7 +321,13 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--backup-dir", default=None, metavar="DIR",
         help="BackupAndRestore folder: the same command started again after a crash resumes "
-        "from it; removed when training ends. Default: <output>.backup",
+        "from it; removed when training ends. Every task of a cluster must see the same "
+        "folder (shared storage). Default: <output>.backup",
+    )
+    train.add_argument(
+        "--backup-steps", type=_positive_int, default=None, metavar="N",
+        help="back up every N training steps, so a resumed job redoes at most N steps "
+        "(parameter_server backs up at epoch ends only). Default: once per epoch",
     )
 
     evaluate = command("evaluate", help="holdout Recall/MAP/NDCG@K of a run")
@@ -473,6 +479,7 @@ def _train_and_report(args: argparse.Namespace, spec, overrides: dict, ks, strat
         ema_momentum=args.ema_momentum,
         validation=validation, patience=args.patience, log=_say,
         verbose="auto" if args.verbose else 0, strategy=strategy, backup_dir=backup_dir,
+        backup_steps=getattr(args, "backup_steps", None),
     )
     if not distribute.is_chief():  # a multi-worker worker: it saves too, into a dropped folder
         target = distribute.write_dir(args.output, model.distribute_strategy)

@@ -40,6 +40,7 @@ __all__ = [
     "run_server_if_not_chief",
     "write_dir",
     "remove_write_dir",
+    "require_same_on_every_worker",
     "sharded_variable_devices",
 ]
 
@@ -222,6 +223,33 @@ def remove_write_dir(path: str | os.PathLike, target: str | os.PathLike) -> None
     """Deletes `path` if it is a non-chief task's temporary folder (not `target`)."""
     if os.fspath(path) != os.fspath(target):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def require_same_on_every_worker(strategy: tf.distribute.Strategy, value: int,
+                                 what: str) -> None:
+    """Under MultiWorkerMirroredStrategy, raises unless every worker passes the same `value`.
+
+    One all-gather of an int64 (call it on every worker, as `pipeline.train` is). Workers
+    that resume from different backups (each its own `--backup-dir` on local disk, say) would
+    start at different steps and hang at the first all-reduce; this fails at once instead.
+    Does nothing under other strategies.
+
+    Raises:
+        ValueError: if the workers' values differ; `what` says what they are.
+
+    >>> require_same_on_every_worker(tf.distribute.get_strategy(), 5, "steps done")
+    """
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant([value], tf.int64))
+    gathered = sorted(set(strategy.gather(values, axis=0).numpy().tolist()))
+    if len(gathered) > 1:
+        task_type, task_id = task_type_and_id()
+        raise ValueError(
+            f"The workers disagree on the {what}: they have {gathered}; this task "
+            f"({task_type} {task_id}) has {value}."
+        )
 
 
 def sharded_variable_devices(model: tf.Module) -> dict[str, list[str]]:

@@ -416,12 +416,17 @@ def train(
 
     `backup_dir` turns on fault tolerance: a `tf.keras.callbacks.BackupAndRestore` there
     backs up the training state every `backup_steps` steps (default: once per epoch;
-    ParameterServerStrategy: every epoch) and a call with the same arguments after a crash
-    resumes from it. Batches are shuffled with a fixed seed per epoch and negatives are
-    seeded by the step, so a resumed run (default, mirrored and multi-worker strategies)
-    trains on the same batches and negatives as an uninterrupted one; the backup is removed
-    when training ends. The early-stopping state is not in the backup: after a resume, the
-    best epoch and patience count start again from the resumed epoch.
+    ParameterServerStrategy: every epoch, whatever `backup_steps`) and a call with the same
+    arguments after a crash resumes from it (`info["resumed_at_step"]`, and a line to `log`).
+    Batches are shuffled with a fixed seed per epoch and negatives are seeded by the step, so
+    a resumed run (default, mirrored and multi-worker strategies) trains on the same batches
+    and negatives as an uninterrupted one; the backup is removed when training ends. Under
+    MultiWorkerMirroredStrategy every worker must pass the same `backup_dir`, on storage they
+    all read: the chief writes `backup_dir/chief`, which every worker restores (the others
+    write into `backup_dir/workertemp_<i>`, deleted after each backup); workers that find
+    different backups raise a `ValueError` before training. The early-stopping state is not
+    in the backup: after a resume, the best epoch and patience count start again from the
+    resumed epoch.
 
     Returns the model and a dict with the per-epoch loss, the training time and, with
     validation, the chosen epoch and the validation curve.
@@ -455,13 +460,28 @@ def train(
         model(model.placeholder_features())  # every variable exists before a restore
     keys = _input_keys(model)
     callbacks = list(callbacks)
-    skip = 0
+    resumed = 0
     if backup_dir is not None:
+        # Under ParameterServerStrategy Keras's BackupAndRestore ignores batch ends (a step
+        # count `save_freq` would never back up): epoch ends only.
         callbacks.insert(0, tf.keras.callbacks.BackupAndRestore(
             os.fspath(backup_dir),
             save_freq="epoch" if parameter_server else (backup_steps or steps),
         ))
-        skip = 0 if parameter_server else _backed_up_steps(backup_dir, steps)
+        resumed = _backed_up_steps(backup_dir, steps)
+        from tfrs_youtube.distribute import require_same_on_every_worker
+
+        require_same_on_every_worker(
+            strategy, resumed,
+            f"steps done in the backup {os.fspath(backup_dir)!r} (every worker restores the "
+            "chief's backup: give them all the same --backup-dir on shared storage)",
+        )
+        if resumed and log is not None:
+            log(f"  resuming from the backup in {os.fspath(backup_dir)}: step {resumed} of "
+                f"{steps * epochs} (epoch {resumed // steps + 1}, step {resumed % steps})")
+    # The per-worker input of ParameterServerStrategy is endless and read in no fixed order
+    # by the workers: a resumed run starts it again rather than skipping.
+    skip = 0 if parameter_server else resumed
     from tfrs_youtube.data.records import StreamedExamples
 
     streamed = isinstance(examples, StreamedExamples)
@@ -494,10 +514,11 @@ def train(
         except OSError:
             pass
     info: dict[str, Any] = {
-        "loss": [float(v) for v in history.history["loss"]],
+        # No "loss" when a backup taken after the last step is resumed: no epoch is left.
+        "loss": [float(v) for v in history.history.get("loss", [])],
         "train_seconds": seconds,
         "train_examples": len(examples),
-        "epochs": len(history.history["loss"]),
+        "epochs": len(history.history.get("loss", [])),
         "max_epochs": epochs,
         "schedule_epochs": schedule_epochs,
         "batch_size": batch_size,
@@ -511,8 +532,8 @@ def train(
         from tfrs_youtube.distribute import sharded_variable_devices
 
         info["variable_shards"] = sharded_variable_devices(model)
-    if skip:
-        info["resumed_at_step"] = skip
+    if resumed:
+        info["resumed_at_step"] = resumed
     if stopper is not None:
         info.update(
             validation_users=len(validation.holdout),
