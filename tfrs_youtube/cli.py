@@ -260,6 +260,9 @@ _EXAMPLES = {
     "serve": """examples:
   tfrs-youtube serve saved_models/ml100k --model-name ml100k
   tfrs-youtube serve saved_models/ml100k --model-name ml100k --port 9000
+  tfrs-youtube serve saved_models/ml100k --model-name ml100k --rest-port 8501
+  tfrs-youtube serve saved_models/ml100k --model-name ml100k --enable-batching \\
+      --max-batch-size 32 --batch-timeout-micros 1000
 """,
     "query": """examples:
   tfrs-youtube query --model-name ml100k --watch-history 50 181 258 --k 10
@@ -376,6 +379,24 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--ssl-cert", default=None,
                        help="PEM certificate: serve TLS (with --ssl-key). Default: plaintext")
     serve.add_argument("--ssl-key", default=None, help="PEM private key of --ssl-cert")
+    serve.add_argument("--rest-port", type=_port, default=None,
+                       help="also serve TF Serving's REST API on this port (8501 by convention; "
+                       "0 picks a free one; HTTPS with --ssl-cert). Default: no REST")
+    serve.add_argument("--enable-batching", action="store_true",
+                       help="merge concurrent Predict requests into one signature call "
+                       "(TF Serving's --enable_batching). Default: off")
+    serve.add_argument("--batching-parameters-file", default=None,
+                       help="TF Serving's BatchingParameters text file, e.g. "
+                       "'max_batch_size { value: 32 }' (needs --enable-batching)")
+    serve.add_argument("--max-batch-size", type=_positive_int, default=None,
+                       help="most rows in one merged call; the export's max_batch_size caps "
+                       "it. Default: 32")
+    serve.add_argument("--batch-timeout-micros", type=_non_negative_int, default=None,
+                       help="how long a batch's first request may wait for others. Default: 0")
+    serve.add_argument("--num-batch-threads", type=_positive_int, default=None,
+                       help="threads running merged calls. Default: 1")
+    serve.add_argument("--max-enqueued-batches", type=_positive_int, default=None,
+                       help="batches a queue holds before answering UNAVAILABLE. Default: 100")
 
     query = command("query", help="ask a TF Serving endpoint for recommendations")
     query.add_argument("--target", default="localhost:8500",
@@ -623,7 +644,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_request_elements=args.max_request_elements,
             max_num_load_retries=args.max_num_load_retries,
             load_retry_interval_seconds=args.load_retry_interval_seconds,
-            ssl_cert=args.ssl_cert, ssl_key=args.ssl_key,
+            ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, rest_port=args.rest_port,
+            enable_batching=args.enable_batching,
+            batching_parameters_file=args.batching_parameters_file,
+            max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
+            num_batch_threads=args.num_batch_threads,
+            max_enqueued_batches=args.max_enqueued_batches,
         )
     except (OSError, ValueError, RuntimeError) as error:  # start-up: one line, exit status 2
         print(f"tfrs-youtube serve: error: {' '.join(str(error).split())}", file=sys.stderr)

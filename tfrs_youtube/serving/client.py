@@ -92,6 +92,47 @@ def _padded(rows: list[list[str]]) -> np.ndarray:
     return np.array([row + [""] * (width - len(row)) for row in rows], dtype=object)
 
 
+_FAST_DTYPES = {np.dtype(t): tf.dtypes.as_dtype(t).as_datatype_enum
+                for t in (np.float32, np.float64, np.int32, np.int64)}
+
+
+def _tensor_proto(value: Any) -> tensor_pb2.TensorProto:
+    """`tf.make_tensor_proto(value)` for NumPy arrays of str/bytes or common numbers, without
+    its per-call overhead (the same wire format: `string_val`, or `tensor_content`); any other
+    value goes through `tf.make_tensor_proto`."""
+    if isinstance(value, np.ndarray) and value.ndim:
+        array = value
+        proto = tensor_pb2.TensorProto()
+        if array.dtype.kind in "OSU":
+            items = array.ravel().tolist()
+            if all(isinstance(item, (str, bytes)) for item in items):
+                proto.dtype = tf.string.as_datatype_enum
+                proto.string_val.extend(
+                    item.encode("utf-8") if isinstance(item, str) else item for item in items)
+                for size in array.shape:
+                    proto.tensor_shape.dim.add(size=size)
+                return proto
+        elif array.dtype in _FAST_DTYPES:
+            proto.dtype = _FAST_DTYPES[array.dtype]
+            proto.tensor_content = np.ascontiguousarray(array).astype(
+                array.dtype.newbyteorder("<"), copy=False).tobytes()
+            for size in array.shape:
+                proto.tensor_shape.dim.add(size=size)
+            return proto
+    return tf.make_tensor_proto(value)
+
+
+def _ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """`tf.make_ndarray(proto)`, with a fast path for complete string and float32 tensors."""
+    shape = [d.size for d in proto.tensor_shape.dim]
+    count = int(np.prod(shape, dtype=np.int64))
+    if proto.dtype == tf.string.as_datatype_enum and len(proto.string_val) == count:
+        return np.array(proto.string_val, dtype=object).reshape(shape)
+    if proto.dtype == tf.float32.as_datatype_enum and len(proto.tensor_content) == 4 * count:
+        return np.frombuffer(proto.tensor_content, "<f4").reshape(shape)
+    return tf.make_ndarray(proto)
+
+
 def _empty_input(spec: Mapping[str, Any], batch: int) -> np.ndarray:
     """A neutral value for a signature input: "" (string) or 0, as [batch] or [batch, 1]."""
     shape = (batch,) if len(spec.get("shape") or [None]) == 1 else (batch, 1)
@@ -176,7 +217,7 @@ class Client:
         self._spec(request.model_spec, signature_name)
         for name, value in inputs.items():
             if not isinstance(value, tensor_pb2.TensorProto):
-                value = tf.make_tensor_proto(value)
+                value = _tensor_proto(value)
             request.inputs[name].CopyFrom(value)
         request.output_filter.extend(output_filter)
         return self._call(self._predictions.Predict, request, timeout)
@@ -274,8 +315,8 @@ class Client:
         response = self.predict(
             inputs, signature, output_filter=(VIDEO_IDS, SCORES), timeout=timeout
         )
-        ids = tf.make_ndarray(response.outputs[VIDEO_IDS])
-        scores = tf.make_ndarray(response.outputs[SCORES]).astype(float)
+        ids = _ndarray(response.outputs[VIDEO_IDS])
+        scores = _ndarray(response.outputs[SCORES])
         video_ids = [[v.decode("utf-8") for v in row] for row in ids]
         score_rows = [list(map(float, row)) for row in scores]
         return Recommendations(

@@ -7,7 +7,12 @@ over the same gRPC services, with the official `tensorflow_serving.apis` message
 
 - `PredictionService.Predict` and `PredictionService.GetModelMetadata`
   (`metadata["signature_def"]` packs a `SignatureDefMap`), `ModelService.GetModelStatus`;
-  `Classify`, `Regress`, `MultiInference` and `HandleReloadConfigRequest` answer UNIMPLEMENTED.
+  `Classify`, `Regress`, `MultiInference` and `HandleReloadConfigRequest` answer UNIMPLEMENTED;
+- with `rest_port`, TF Serving's REST API on a second port (`tfrs_youtube.serving.rest`), whose
+  requests go through the same `ModelServer.predict`, metadata and status as gRPC;
+- with `enable_batching`, server-side batching (`tfrs_youtube.serving.batching`): concurrent
+  Predict requests for the same version, signature and inputs are merged into one signature
+  call, as TF Serving's `--enable_batching` with its `BatchingParameters`.
 
 What follows TF Serving's source (github.com/tensorflow/serving, read, not run):
 
@@ -49,8 +54,9 @@ after `grace_seconds` the process exits without waiting for requests still runni
 largest gRPC message is `max_message_bytes` (default 64 MiB, where
 `server.cc` sets `SetMaxMessageSize(INT32_MAX)`, 2 GiB - 1); a request may declare at most
 `max_request_elements` tensor elements (TF Serving has no such limit); error messages sent to
-clients name versions by their directory (`3/saved_model.pb`), never the base path; no REST
-port, no model config file, no version labels. Not verified against a real TF Serving binary
+clients name versions by their directory (`3/saved_model.pb`), never the base path; no model
+config file, no version labels. REST (`rest_port`) is `tfrs_youtube.serving.rest`, with what it
+follows of TF Serving's source and where it differs. Not verified against a real TF Serving binary
 (none can run here): exact error texts beyond those quoted from the source, the load-retry
 timing, and behaviour while a version directory is half-written.
 """
@@ -77,6 +83,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tfrs_youtube.serving.batching import (
+    Batcher,
+    add_batching_flags,
+    batching_flags,
+    batching_options,
+)
 from tfrs_youtube.serving.layout import version_dirs
 from tfrs_youtube.serving.servable import RpcStatus, Servable
 
@@ -120,10 +132,22 @@ class ModelServer:
         load_retry_interval_seconds: float. Wait between retries. Defaults to 60, as TF Serving.
         ssl_cert: str or path. PEM certificate (chain) for TLS. Defaults to None (plaintext).
         ssl_key: str or path. PEM private key of `ssl_cert`. Defaults to None.
+        rest_port: int or None. Port of TF Serving's REST API (`tfrs_youtube.serving.rest`; HTTPS
+            with `ssl_cert`); 0 picks a free one (see `rest_port` after `bind`). Defaults to
+            None (no REST).
+        enable_batching: bool. Merge concurrent Predict requests into one signature call
+            (`tfrs_youtube.serving.batching`). Defaults to False.
+        batching_parameters_file: str or path. TF Serving's `BatchingParameters` text file
+            (needs `enable_batching`). Defaults to None.
+        max_batch_size, batch_timeout_micros, num_batch_threads, max_enqueued_batches: int.
+            The batching parameters (`BatchingOptions`); None takes the file's value or the
+            default (32, 0, 1, 100).
 
     Raises:
         ValueError: if `model_name` is empty, `port` is outside [0, 65535], `poll_seconds <= 0`,
-            a count is below its minimum, or only one of `ssl_cert` and `ssl_key` is given.
+            a count is below its minimum, or only one of `ssl_cert` and `ssl_key` is given
+            (or `rest_port` is outside [0, 65535]), or a batching option is bad (see
+            `tfrs_youtube.serving.batching.batching_options`).
 
     >>> import tempfile
     >>> ModelServer(tempfile.mkdtemp(), "videos", port=0).start()  # doctest: +ELLIPSIS
@@ -147,11 +171,20 @@ class ModelServer:
         load_retry_interval_seconds: float = 60.0,
         ssl_cert: str | os.PathLike | None = None,
         ssl_key: str | os.PathLike | None = None,
+        rest_port: int | None = None,
+        enable_batching: bool = False,
+        batching_parameters_file: str | os.PathLike | None = None,
+        max_batch_size: int | None = None,
+        batch_timeout_micros: int | None = None,
+        num_batch_threads: int | None = None,
+        max_enqueued_batches: int | None = None,
     ):
         if not model_name:
             raise ValueError(f"`model_name` must be a non-empty str. Received: {model_name!r}")
         if not 0 <= int(port) <= 65535:
             raise ValueError(f"`port` must be in [0, 65535]. Received: port={port}")
+        if rest_port is not None and not 0 <= int(rest_port) <= 65535:
+            raise ValueError(f"`rest_port` must be in [0, 65535]. Received: rest_port={rest_port}")
         if not poll_seconds > 0:
             raise ValueError(f"`poll_seconds` must be > 0. Received: poll_seconds={poll_seconds}")
         _check_number("max_workers", max_workers, 1)
@@ -175,6 +208,14 @@ class ModelServer:
         self.max_num_load_retries = int(max_num_load_retries)
         self.load_retry_interval_seconds = float(load_retry_interval_seconds)
         self.ssl_cert, self.ssl_key = ssl_cert, ssl_key
+        self.batching = batching_options(
+            enable_batching, batching_parameters_file, max_batch_size=max_batch_size,
+            batch_timeout_micros=batch_timeout_micros, num_batch_threads=num_batch_threads,
+            max_enqueued_batches=max_enqueued_batches)  # None: batching off
+        self._batcher = None if self.batching is None else Batcher(
+            self.batching, self.max_request_elements)
+        self.rest_port = None if rest_port is None else int(rest_port)
+        self._rest: Any = None  # a tfrs_youtube.serving.rest.RestServer once bound
         self._servable: Servable | None = None
         self._states: dict[int, tuple[int, str]] = {}  # version -> (state, error message)
         self._failed: dict[int, Any] = {}  # version -> identity of the directory that failed
@@ -219,8 +260,10 @@ class ModelServer:
     def bind(self) -> "ModelServer":
         """Creates the gRPC server and binds `host:port` (nothing is answered before `start`).
 
+        With `rest_port`, binds the REST port too (`tfrs_youtube.serving.rest.RestServer`).
+
         Raises:
-            OSError: if `host:port` cannot be bound.
+            OSError: if `host:port` (or `rest_port`) cannot be bound.
             ValueError: if `ssl_cert` / `ssl_key` are not a readable PEM certificate and key.
         """
         credentials = self._credentials()
@@ -252,6 +295,17 @@ class ModelServer:
             raise OSError(f"Could not bind {address} (is the port in use?)") from cause
         self.port = bound
         self._server = server
+        if self.rest_port is not None:  # bound now too, so a port in use fails before loading
+            from tfrs_youtube.serving.rest import RestServer
+
+            try:
+                self._rest = RestServer(self, self.host, self.rest_port, ssl_cert=self.ssl_cert,
+                                        ssl_key=self.ssl_key)
+            except OSError:
+                server.stop(None)
+                self._server = None
+                raise
+            self.rest_port = self._rest.port
         return self
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -307,10 +361,14 @@ class ModelServer:
             raise RuntimeError("Call `bind()` (or `start()`) before `serve_requests()`.")
         if self._started:
             return
+        if self._batcher is not None:
+            self._batcher.start()
         self._server.start()
         self._started = True
         self._poller = threading.Thread(target=self._poll_loop, name="version-poller", daemon=True)
         self._poller.start()
+        if self._rest is not None:
+            self._rest.start()
 
     def stop(self, grace: float | None = 5.0) -> None:
         """Stops polling and loading, lets requests in flight finish for up to `grace` seconds.
@@ -319,11 +377,18 @@ class ModelServer:
         right after (as `main` does, with `os._exit`) does not wait for them either.
         """
         self._stopping.set()
+        if self._rest is not None:
+            self._rest.close()  # no new REST requests while gRPC drains
         if self._server is not None:
             done = self._server.stop(grace)
             done.wait(None if grace is None else grace + 1.0)
+        if self._rest is not None:
+            self._rest.stop(grace)  # the same grace period, counted from close()
         if self._poller is not None:
             self._poller.join(grace)  # a daemon: a load in progress does not hold up exit
+        if self._batcher is not None and self._started:
+            self._batcher.stop()  # requests still queued fail with UNAVAILABLE
+            _LOG.info("Batching totals: %s", self._batcher.stats())
 
     def poll(self) -> bool:
         """Aims at the highest version directory; True if it was loaded and swapped in."""
@@ -444,7 +509,11 @@ class ModelServer:
     def predict(self, request: Any) -> Any:
         if not request.HasField("model_spec"):
             raise RpcStatus(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
-        return self.servable_for(request.model_spec).predict(request, self.model_name)
+        servable = self.servable_for(request.model_spec)
+        if self._batcher is None:
+            return servable.predict(request, self.model_name)
+        prepared = servable.prepare(request)
+        return servable.respond(prepared, self._batcher.run(servable, prepared), self.model_name)
 
     def get_model_metadata(self, request: Any) -> Any:
         if not request.HasField("model_spec"):
@@ -551,7 +620,9 @@ def serve(
     line on stdout, "Serving model NAME version V on HOST:PORT", once requests are accepted.
     Binding beyond loopback prints a warning on stderr. The arguments are those of
     `ModelServer` (`options`: `max_message_bytes`, `max_request_elements`,
-    `max_num_load_retries`, `load_retry_interval_seconds`, `ssl_cert`, `ssl_key`);
+    `max_num_load_retries`, `load_retry_interval_seconds`, `ssl_cert`, `ssl_key`, `rest_port`:
+    with it the line ends ", REST on HOST:PORT"; `enable_batching`, `batching_parameters_file`
+    and the batching parameters);
     `grace_seconds` is how long requests in flight may finish at shutdown. Must run in the main
     thread (it installs the signal handlers). A process should exit right after it returns
     (`main` does, without waiting for request threads still running).
@@ -594,7 +665,8 @@ def serve(
             raise failure[0]
         server.serve_requests()
         print(
-            f"Serving model {model_name} version {server.version} on {host}:{server.port}",
+            f"Serving model {model_name} version {server.version} on {host}:{server.port}"
+            + ("" if server.rest_port is None else f", REST on {host}:{server.rest_port}"),
             flush=True,
         )
         while not stop.wait(0.5):
@@ -639,6 +711,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--load-retry-interval-seconds", type=float, default=60.0)
     parser.add_argument("--ssl-cert", default=None, help="PEM certificate: serve TLS")
     parser.add_argument("--ssl-key", default=None, help="PEM private key of --ssl-cert")
+    parser.add_argument("--rest-port", type=int, default=None,
+                        help="TF Serving's REST API on this port (8501 by convention; 0 picks "
+                        "one; HTTPS with --ssl-cert). Default: off")
+    add_batching_flags(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -656,6 +732,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_retry_interval_seconds=args.load_retry_interval_seconds,
             ssl_cert=args.ssl_cert,
             ssl_key=args.ssl_key,
+            rest_port=args.rest_port,
+            **batching_flags(args),
         )
     except (OSError, ValueError, RuntimeError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr, flush=True)
