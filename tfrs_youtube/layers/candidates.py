@@ -7,13 +7,14 @@ from typing import Any
 import tensorflow as tf
 
 from tfrs_youtube._checks import check_int, check_number
+from tfrs_youtube.layers._base import ShapeFreeLayer
 from tfrs_youtube.layers.pooling import HistoryEmbeddingPooler
 
 __all__ = ["CandidateEmbeddings"]
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
-class CandidateEmbeddings(tf.keras.layers.Layer):
+class CandidateEmbeddings(ShapeFreeLayer):
     """Output video embeddings v_j and biases b_j: the weights of the softmax layer.
 
     Covington et al. (2016), section 3.1: the softmax over videos is
@@ -163,20 +164,6 @@ class CandidateEmbeddings(tf.keras.layers.Layer):
                 trainable=True,
             )
         self.built = True
-
-    def get_build_config(self) -> dict[str, Any] | None:
-        # The weights do not depend on the input shape: a layer built by `build(None)` alone
-        # records that too, so `build_from_config` (`.keras` loading) recreates them.
-        config = super().get_build_config()
-        if config is None and self.built:
-            config = {"input_shape": None}
-        return config
-
-    def build_from_config(self, config: dict[str, Any]) -> None:
-        if config.get("input_shape") is None:
-            self.build(None)
-        else:
-            super().build_from_config(config)
 
     def _ensure_built(self) -> None:
         if not self.built:

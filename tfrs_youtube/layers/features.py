@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrs_youtube._checks import check_int
+from tfrs_youtube.layers._base import ShapeFreeLayer
 from tfrs_youtube.layers.pooling import _to_vocabulary
 
 __all__ = ["ExampleAge", "NormalizedNumeric", "CategoricalEmbedding"]
@@ -213,7 +214,7 @@ class NormalizedNumeric(tf.keras.layers.Layer):
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
-class CategoricalEmbedding(tf.keras.layers.Layer):
+class CategoricalEmbedding(ShapeFreeLayer):
     """Embeds one categorical ID per row (geography, device, gender, ...); unknown IDs go to OOV.
 
     Covington et al. (2016), section 3.3 and Figure 3: simple categorical features such as the
@@ -314,20 +315,6 @@ class CategoricalEmbedding(tf.keras.layers.Layer):
         if not self.embedding.built:
             self.embedding.build((None,))
         self.built = True
-
-    def get_build_config(self) -> dict[str, Any] | None:
-        # The weights do not depend on the input shape: a layer built by `build(None)` alone
-        # records that too, so `build_from_config` (`.keras` loading) recreates them.
-        config = super().get_build_config()
-        if config is None and self.built:
-            config = {"input_shape": None}
-        return config
-
-    def build_from_config(self, config: dict[str, Any]) -> None:
-        if config.get("input_shape") is None:
-            self.build(None)
-        else:
-            super().build_from_config(config)
 
     def call(self, inputs: Any) -> tf.Tensor:
         string_mode = self.lookup is not None

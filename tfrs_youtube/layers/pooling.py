@@ -7,6 +7,7 @@ from typing import Any, Sequence
 import tensorflow as tf
 
 from tfrs_youtube._checks import check_int
+from tfrs_youtube.layers._base import ShapeFreeLayer
 
 __all__ = ["HistoryEmbeddingPooler", "COMBINERS"]
 
@@ -32,7 +33,7 @@ def _to_vocabulary(vocabulary: Any) -> list[str]:
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrs_youtube")
-class HistoryEmbeddingPooler(tf.keras.layers.Layer):
+class HistoryEmbeddingPooler(ShapeFreeLayer):
     """Embeds a variable-length bag of IDs and pools it to one vector.
 
     Covington et al. (2016), section 3 and Figure 3: "a user's watch history is represented by a
@@ -228,20 +229,6 @@ class HistoryEmbeddingPooler(tf.keras.layers.Layer):
         if not self.embedding.built:
             self.embedding.build((None,))
         self.built = True
-
-    def get_build_config(self) -> dict[str, Any] | None:
-        # The weights do not depend on the input shape: a layer built by `build(None)` alone
-        # records that too, so `build_from_config` (`.keras` loading) recreates them.
-        config = super().get_build_config()
-        if config is None and self.built:
-            config = {"input_shape": None}
-        return config
-
-    def build_from_config(self, config: dict[str, Any]) -> None:
-        if config.get("input_shape") is None:
-            self.build(None)
-        else:
-            super().build_from_config(config)
 
     def _flatten(self, inputs: Any) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Returns (table rows [V], row ids [V], number of rows) of the items to pool.
