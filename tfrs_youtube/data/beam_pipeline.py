@@ -1,13 +1,16 @@
 """The examples directory built by an Apache Beam pipeline (DESIGN.md section 7).
 
 The same examples, vocabulary files and manifest as `write_examples(build_examples(log))` (the
-records are spread over the shards differently; the example set is identical). Watches,
-searches and user features become keyed elements, grouped by user (`GroupByKey`); the global
-parts are Beam combiners over per-batch summaries: the window (min/max of training times), the
-catalogue and counts (`CombinePerKey` per video, then one pass over the video list), label and
-search-token counts, categorical vocabularies and exact numeric quantiles of the users; they
-reach the example building as side inputs. Each batch of users is built by the integer-coded
-core of `build_examples` (`examples._build_range`), so the builders agree by construction.
+records are spread over the shards differently, by their crc32; the example set is identical).
+The records are written where they are made: each bundle writes a part file per shard, and the
+parts of a shard are concatenated once the pipeline is done (no `GroupByKey` holds the records).
+Watches, searches and user features become keyed elements, grouped by user (`GroupByKey`); the
+global parts are Beam combiners over per-batch summaries: the window (min/max of training
+times), the catalogue and counts (`CombinePerKey` per video, then one pass over the video list),
+label and search-token counts, categorical vocabularies and exact numeric quantiles of the
+users; they reach the example building as side inputs. Each batch of users is built by the
+integer-coded core of `build_examples` (`examples._build_range`), so the builders agree by
+construction.
 
 Runs on the DirectRunner here; the pipeline options are passed through, so
 `--runner=DataflowRunner` (Flink, Spark) with their options runs it there. Apache Beam is an
@@ -23,6 +26,8 @@ import argparse
 import os
 import pathlib
 import pickle
+import shutil
+import uuid
 import zlib
 from typing import Any, Mapping, Sequence
 
@@ -37,6 +42,9 @@ from tfrs_youtube.data.vocab import Vocabulary
 from tfrs_youtube.keys import EXAMPLE_AGE, LABEL, SEARCH_TOKENS, WATCH_HISTORY
 
 __all__ = ["build_examples_beam", "main"]
+
+_PARTS = ".parts"  # inside the staging directory, removed before it is published
+_TMP = ".tmp"
 
 _ROWS_PER_ELEMENT = 50_000  # rows of the log per created element (expanded into events)
 _GLOBALS = "_beam_globals.pkl"
@@ -264,6 +272,7 @@ def build_examples_beam(
     categorical_names = [n for n in features if kinds[n] == "categorical"]
 
     with _rec.staged_directory(output_dir) as staging:
+        (staging / _PARTS).mkdir()
         with beam.Pipeline(options=pipeline_options) as p:
             events = [
                 p | "Watches" >> beam.Create(_row_chunks(log.watches,
@@ -335,12 +344,10 @@ def build_examples_beam(
             ).with_outputs("train", "holdout")
             counts = {}
             for split in _rec.SPLITS:
-                _ = (
-                    encoded[split]
-                    | f"Shard{split}" >> beam.Map(lambda r: (zlib.crc32(r) % shards, r))
-                    | f"ByShard{split}" >> beam.GroupByKey()
-                    | f"Write{split}" >> beam.Map(_write_shard, str(staging), split, shards)
-                )  # fmt: skip
+                # Written where they are made (no GroupByKey of the records): a part file per
+                # bundle and shard, joined into the shards once the pipeline is done.
+                _ = encoded[split] | f"Write{split}" >> beam.ParDo(
+                    _part_writer(str(staging / _PARTS), split, shards))
                 counts[split] = encoded[split] | f"Count{split}" >> beam.combiners.Count.Globally()
             parts = {"window": window, "videos": videos, "train": counts["train"],
                      "holdout": counts["holdout"]}  # fmt: skip
@@ -357,9 +364,11 @@ def build_examples_beam(
         with open(staging / _GLOBALS, "rb") as f:
             parts = pickle.load(f)
         os.remove(staging / _GLOBALS)
-        for split in _rec.SPLITS:  # a runner may skip empty shards: they are valid empty files
+        for split in _rec.SPLITS:  # a shard no record hashed to is a valid empty file
             for index in range(shards):
-                (staging / _rec.shard_name(split, index, shards)).touch()
+                _join_parts(staging / _PARTS, staging / _rec.shard_name(split, index, shards),
+                            f"{split}-{index:05d}-")
+        shutil.rmtree(staging / _PARTS)
         ids, video_counts, num_catalogue, label_counts = parts["videos"]
         _rec.write_metadata(
             staging, names=names, kinds=kinds, videos=(ids, video_counts),
@@ -374,15 +383,49 @@ def build_examples_beam(
     return pathlib.Path(output_dir)
 
 
-def _write_shard(shard: tuple, directory: str, split: str, shards: int) -> None:
-    """One shard with TensorFlow's writer (`tf.io` also writes to gs:// and hdfs://)."""
-    import tensorflow as tf
+def _part_writer(directory: str, split: str, shards: int) -> Any:
+    """A DoFn: each bundle's records into one part file per shard (the record's crc32 picks
+    the shard), with TensorFlow's writer (`tf.io` also writes to gs:// and hdfs://). A part is
+    renamed into place when its bundle finishes, so the parts of a failed bundle stay `.tmp`
+    and are never joined."""
+    beam = _import_beam()
 
-    index, records = shard
-    path = f"{directory}/{_rec.shard_name(split, index, shards)}"
-    with tf.io.TFRecordWriter(path) as writer:
-        for record in records:
+    class WritePartsFn(beam.DoFn):
+        def start_bundle(self) -> None:
+            self.writers: dict[int, Any] = {}
+            self.bundle = uuid.uuid4().hex
+
+        def _path(self, index: int) -> str:
+            return f"{directory}/{split}-{index:05d}-{self.bundle}{_TMP}"
+
+        def process(self, record: bytes) -> None:
+            import tensorflow as tf
+
+            index = zlib.crc32(record) % shards
+            writer = self.writers.get(index)
+            if writer is None:
+                writer = self.writers[index] = tf.io.TFRecordWriter(self._path(index))
             writer.write(record)
+
+        def finish_bundle(self) -> None:
+            import tensorflow as tf
+
+            for index, writer in self.writers.items():
+                writer.close()
+                path = self._path(index)
+                tf.io.gfile.rename(path, path[: -len(_TMP)], overwrite=True)
+            self.writers = {}
+
+    return WritePartsFn()
+
+
+def _join_parts(parts: pathlib.Path, target: pathlib.Path, prefix: str) -> None:
+    """Concatenates the finished part files of one shard (TFRecord files concatenate)."""
+    with open(target, "wb") as out:
+        for part in sorted(parts.glob(f"{prefix}*")):
+            if part.suffix != _TMP:
+                with open(part, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 20)
 
 
 def _save_globals(_: Any, path: str, **parts: Any) -> None:
