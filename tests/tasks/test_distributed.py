@@ -352,3 +352,49 @@ print(json.dumps({{"kinds": kinds, "devices": devices, "loss": float(loss.fetch(
     assert len(table) <= 2 + 8  # only labels and negatives: a sparse update
     assert set(inputs) == {1, 2, 3, 4, 5}  # the watched rows of the input table
     assert results["chunk"] == [20, 4] and results["chunk_ok"]
+
+
+def test_cross_replica_negatives_gather_the_labels_of_every_replica():
+    # In-batch negatives under 2 replicas: gathered, each replica's negatives are the labels of
+    # the whole global batch, and one SGD step equals the single-device step on that batch;
+    # not gathered, each replica sees only its half (and the step differs).
+    out = _run(_PRELUDE + """
+mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+in_batch = lambda: samplers.InBatchSampler(N, candidate_counts=np.ones(N))
+results = {"labels": LABELS.tolist()}
+data = tf.data.Dataset.from_tensor_slices((X, LABELS)).batch(B)
+for gather in (True, False):
+    with mirrored.scope():
+        candidates, kernel = make_vars()
+        recording = Recording(in_batch())
+        task = SampledSoftmaxRetrieval(N, num_sampled=B, sampler=recording,
+                                       cross_replica_negatives=gather)
+
+    @tf.function
+    def draws(x, labels):
+        def replica(x, labels):
+            task(tf.matmul(x, kernel), labels, candidates, step=tf.constant(0, tf.int64),
+                 compute_metrics=False)
+            return recording.last[0]
+        return mirrored.run(replica, args=(x, labels))
+
+    per_replica = draws(*next(iter(mirrored.experimental_distribute_dataset(data))))
+    results[f"draws_{gather}"] = [
+        v.numpy().tolist() for v in mirrored.experimental_local_results(per_replica)]
+    task_fn = lambda: SampledSoftmaxRetrieval(N, num_sampled=B, sampler=in_batch(),
+                                              cross_replica_negatives=gather)
+    loss, delta = sgd_delta(mirrored, task_fn, X, LABELS)
+    results[f"loss_{gather}"], results[f"delta_{gather}"] = loss, [d.tolist() for d in delta]
+single = lambda: SampledSoftmaxRetrieval(N, num_sampled=B, sampler=in_batch())
+loss_1, delta_1 = sgd_delta(tf.distribute.get_strategy(), single, X, LABELS)
+results["loss_1"], results["delta_1"] = loss_1, [d.tolist() for d in delta_1]
+print(json.dumps(results))
+""")
+    labels = out["labels"]
+    half = len(labels) // 2
+    assert out["draws_True"] == [labels, labels]
+    assert out["draws_False"] == [labels[:half], labels[half:]]
+    np.testing.assert_allclose(out["loss_True"], out["loss_1"], rtol=1e-5)
+    for two, one in zip(out["delta_True"], out["delta_1"]):
+        np.testing.assert_allclose(np.array(two), np.array(one), rtol=1e-4, atol=1e-6)
+    assert not np.isclose(out["loss_False"], out["loss_1"], rtol=1e-3)  # the check can fail
