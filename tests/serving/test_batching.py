@@ -9,12 +9,8 @@ from what the server reports, never from timings: `Batcher.stats()` in-process, 
 
 import ast
 import dataclasses
-import os
-import select
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 
@@ -22,6 +18,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from server_process import grpc_port, kill, serving_line, start_server
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from tfrs_youtube import cli
@@ -38,7 +35,6 @@ from tfrs_youtube.serving.server import ModelServer
 
 MODEL = "yt"
 VOCAB = [f"v{i}" for i in range(200)]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 MAX_LENGTH = 20  # the export's max_history_length
 EXPORT_BATCH = 8  # the export's max_batch_size
 # Single users with 0 to 19 watched videos, so merged calls pad them to different widths.
@@ -100,27 +96,17 @@ def _same(got, want):
 
 
 def _spawn(base, tmp_path, *extra):
+    """Starts the server on a free port and waits for it; `process.stub` calls it."""
     log = tmp_path / f"server-{time.monotonic_ns()}.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tfrs_youtube.serving.server", str(base), "--model-name",
-             MODEL, "--port", "0", "--poll-seconds", "0.2", "--max-workers", "16", *extra],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV,
-        )
-    process.log = log
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            assert line, f"the server ended ({process.poll()}): {log.read_text()[-2000:]}"
-            if line.startswith("Serving model"):
-                process.port = int(line.split(":")[-1].split(",")[0])
-                channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
-                process.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-                return process
-    process.kill()
-    raise AssertionError(f"no Serving line in 120s: {log.read_text()[-2000:]}")
+    process = start_server(base, log, MODEL, "--max-workers", "16", *extra)
+    try:
+        process.port = grpc_port(serving_line(process))
+    except BaseException:
+        kill(process)
+        raise
+    channel = grpc.insecure_channel(f"127.0.0.1:{process.port}")
+    process.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    return process
 
 
 def _totals(process):
@@ -131,12 +117,6 @@ def _totals(process):
         if "Batching totals: " in line:
             return ast.literal_eval(line.split("Batching totals: ", 1)[1])
     raise AssertionError(f"no totals logged: {process.log.read_text()[-2000:]}")
-
-
-def _kill(process):
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=60)
 
 
 def _concurrently(stub, requests):
@@ -183,8 +163,8 @@ def test_merged_requests_answer_as_unbatched_and_in_process(version_dir, signatu
                                         else 1, 5 if k is None else k)
         totals = _totals(batched)
     finally:
-        _kill(batched)
-        _kill(plain)
+        kill(batched)
+        kill(plain)
     assert totals["requests"] == 3 * len(requests)
     assert totals["merged_calls"] >= 1 and totals["calls"] < totals["requests"], totals
     assert totals["largest_rows"] <= EXPORT_BATCH, totals  # the export's limit, not the flag's
@@ -214,7 +194,7 @@ def test_a_bad_request_in_a_batch_gets_its_own_invalid_argument(version_dir, sig
         _bad_among_good(process.stub, signatures)
         totals = _totals(process)
     finally:
-        _kill(process)
+        kill(process)
     assert totals["alone"] >= 1 and totals["merged_calls"] >= 1, totals  # too long: alone
 
 
@@ -232,7 +212,7 @@ def test_a_failed_merged_call_is_rerun_one_by_one(version_dir, signatures, tmp_p
                 break
         totals = _totals(process)
     finally:
-        _kill(process)
+        kill(process)
     assert totals["fallbacks"] >= 1, totals
 
 
@@ -252,7 +232,7 @@ def test_shutdown_does_not_wait_for_queued_batches(version_dir, tmp_path):
         assert process.wait(timeout=30) == 0  # far less than the 60 s batch timeout
         sender.join(60)
     finally:
-        _kill(process)
+        kill(process)
     assert outcome and isinstance(outcome[0], grpc.RpcError), outcome
 
 

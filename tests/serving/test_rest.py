@@ -11,21 +11,17 @@ import base64
 import gzip
 import http.client
 import json
-import os
-import select
 import shutil
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import time
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
 from google.protobuf import json_format
+from server_process import kill, self_signed, serving_line, start_server
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
@@ -39,7 +35,6 @@ from tfrs_youtube.serving.rest import HTTP_STATUS, json_from_predict_response
 
 MODEL = "yt"
 VOCAB = [f"v{i}" for i in range(30)]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 MAX_BYTES = 20_000  # the served process's --max-message-bytes
 MAX_ELEMENTS = 500  # and --max-request-elements
 ROWS = [  # two users: history, geo, age
@@ -61,32 +56,7 @@ def version_dir(tmp_path_factory):
 
 
 def _spawn(base, tmp_path, port, *extra):
-    log = tmp_path / f"server-{port}.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tfrs_youtube.serving.server", str(base), "--model-name",
-             MODEL, "--port", str(port), "--poll-seconds", "0.2", *extra],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV)
-    process.log = log
-    return process
-
-
-def _serving_line(process, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            assert line, f"the server ended ({process.poll()}): {process.log.read_text()[-2000:]}"
-            if line.startswith("Serving model"):
-                return line.strip()
-    raise AssertionError(f"no Serving line in {timeout}s: {process.log.read_text()[-2000:]}")
-
-
-def _kill(process):
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=60)
+    return start_server(base, tmp_path / f"server-{port}.log", MODEL, *extra, port=port)
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +70,14 @@ def served(version_dir, tmp_path_factory):
     process = _spawn(tmp / MODEL, tmp, port, "--rest-port", "0", "--max-message-bytes",
                      str(MAX_BYTES), "--max-request-elements", str(MAX_ELEMENTS))
     try:
-        line = _serving_line(process)
+        line = serving_line(process)
         prefix = f"Serving model {MODEL} version 1 on 127.0.0.1:{port}, REST on 127.0.0.1:"
         assert line.startswith(prefix), line
         rest_port = int(line[len(prefix):])
         assert rest_port not in (0, port)
         yield process, port, rest_port
     finally:
-        _kill(process)
+        kill(process)
 
 
 def _call(port, method, path, body=None, headers=None, context=None):
@@ -451,29 +421,16 @@ def test_a_rest_port_in_use_fails_start_up_in_one_line(version_dir, tmp_path, ca
     assert "Loading version" not in err  # bound before the model loads
 
 
-def _self_signed(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed here")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
-
 def test_https_with_the_server_certificate_then_a_clean_shutdown(version_dir, tmp_path,
                                                                  free_ports):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     base = tmp_path / MODEL
     shutil.copytree(version_dir, base / "1")
     port, rest = free_ports(2)
     process = _spawn(base, tmp_path, port, "--rest-port", str(rest), "--ssl-cert", str(cert),
                      "--ssl-key", str(key))
     try:
-        assert _serving_line(process).endswith(f", REST on 127.0.0.1:{rest}")
+        assert serving_line(process).endswith(f", REST on 127.0.0.1:{rest}")
         context = ssl.create_default_context(cafile=str(cert))
         status, _, answer = _call(rest, "POST", f"/v1/models/{MODEL}:predict", _rows(),
                                   context=context)
@@ -487,4 +444,4 @@ def test_https_with_the_server_certificate_then_a_clean_shutdown(version_dir, tm
         assert process.wait(timeout=60) == 0
         assert "Traceback" not in process.log.read_text()
     finally:
-        _kill(process)
+        kill(process)

@@ -6,12 +6,9 @@ the official `tensorflow_serving.apis` stubs, on versions written by `export_sav
 """
 
 import os
-import select
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 
@@ -19,6 +16,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from server_process import kill, self_signed, serving_line, start_server
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
@@ -35,7 +33,6 @@ from tfrs_youtube.serving.server import serve
 
 MODEL = "yt"
 VOCAB = [f"v{i}" for i in range(30)]
-ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 _State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -58,28 +55,9 @@ def version_dir(tmp_path_factory):
 def _spawn(base, tmp_path, *extra):
     """Starts the server on a free port; stderr goes to a file the test can read."""
     port = _free_port()
-    log = tmp_path / f"server-{port}.log"
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tfrs_youtube.serving.server", str(base), "--model-name",
-             MODEL, "--port", str(port), "--poll-seconds", "0.2", *extra],
-            stdout=subprocess.PIPE, stderr=stderr, text=True, env=ENV,
-        )
-    process.port, process.log = port, log
+    process = start_server(base, tmp_path / f"server-{port}.log", MODEL, *extra, port=port)
+    process.port = port
     return process
-
-
-def _serving_line(process, timeout=120):
-    """The "Serving model ..." line, read without blocking past `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([process.stdout], [], [], 0.5)
-        if ready:
-            line = process.stdout.readline()
-            assert line, f"the server ended ({process.poll()}): {process.log.read_text()[-2000:]}"
-            if line.startswith("Serving model"):
-                return line
-    raise AssertionError(f"no Serving line in {timeout}s: {process.log.read_text()[-2000:]}")
 
 
 def _wait_log(process, text, timeout=60):
@@ -90,12 +68,6 @@ def _wait_log(process, text, timeout=60):
         assert process.poll() is None, process.log.read_text()[-2000:]
         time.sleep(0.1)
     raise AssertionError(f"{text!r} not logged in {timeout}s: {process.log.read_text()[-2000:]}")
-
-
-def _kill(process):
-    if process.poll() is None:
-        process.kill()
-    process.wait(timeout=60)
 
 
 def _stubs(port, credentials=None):
@@ -167,10 +139,10 @@ def served(version_dir, tmp_path_factory):
     shutil.copytree(version_dir, tmp / MODEL / "1")
     process = _spawn(tmp / MODEL, tmp)
     try:
-        _serving_line(process)
+        serving_line(process)
         yield (process, *_stubs(process.port))
     finally:
-        _kill(process)
+        kill(process)
 
 
 def test_huge_declared_shapes_are_refused_before_anything_is_allocated(served):
@@ -233,7 +205,7 @@ def test_zero_padded_oversized_and_temporary_directories(version_dir, tmp_path):
     shutil.copytree(version_dir, base / ".tmp-7-abc")  # a killed export's complete temp dir
     process = _spawn(base, tmp_path)
     try:
-        assert _serving_line(process).startswith(f"Serving model {MODEL} version 2 ")
+        assert serving_line(process).startswith(f"Serving model {MODEL} version 2 ")
         predict, model = _stubs(process.port)
         assert predict.Predict(_request(version=2), timeout=60).model_spec.version.value == 2
         time.sleep(1)  # a few polls
@@ -241,7 +213,7 @@ def test_zero_padded_oversized_and_temporary_directories(version_dir, tmp_path):
         assert predict.Predict(_request(), timeout=60).model_spec.version.value == 2
         assert "99999999999999999999 under the model base path" in process.log.read_text()
     finally:
-        _kill(process)
+        kill(process)
 
 
 def _publish(source, base, name, skip=()):
@@ -257,7 +229,7 @@ def test_deleting_the_served_version_rolls_back_and_lower_numbers_are_served(ver
     shutil.copytree(version_dir, base / "1")
     process = _spawn(base, tmp_path)
     try:
-        _serving_line(process)
+        serving_line(process)
         predict, model = _stubs(process.port)
         _publish(version_dir, base, "3")
         _wait_version(predict, 3)
@@ -268,7 +240,7 @@ def test_deleting_the_served_version_rolls_back_and_lower_numbers_are_served(ver
         _wait_version(predict, 2)
         assert _statuses(model) == [(3, "END", ""), (2, "AVAILABLE", ""), (1, "END", "")]
     finally:
-        _kill(process)
+        kill(process)
 
 
 def test_failed_loads_are_retried_then_reported_without_the_base_path(version_dir, tmp_path):
@@ -277,7 +249,7 @@ def test_failed_loads_are_retried_then_reported_without_the_base_path(version_di
     process = _spawn(base, tmp_path, "--max-num-load-retries", "3",
                      "--load-retry-interval-seconds", "1")
     try:
-        _serving_line(process)
+        serving_line(process)
         predict, model = _stubs(process.port)
         # Version 5 is written in place, saved_model.pb last: the first load fails, a retry
         # serves it.
@@ -303,7 +275,7 @@ def test_failed_loads_are_retried_then_reported_without_the_base_path(version_di
         _wait_version(predict, 1)
         assert _statuses(model) == [(6, "END", message), (5, "END", ""), (1, "AVAILABLE", "")]
     finally:
-        _kill(process)
+        kill(process)
 
 
 def _slow_warmup(version_dir, base, records=3000):
@@ -331,7 +303,7 @@ def test_a_signal_while_the_model_loads_exits_0_without_traceback(version_dir, t
         log = process.log.read_text()
         assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-2000:]
     finally:
-        _kill(process)
+        kill(process)
 
 
 def test_shutdown_ends_within_the_grace_period_despite_running_requests(tmp_path):
@@ -348,7 +320,7 @@ def test_shutdown_ends_within_the_grace_period_despite_running_requests(tmp_path
     process = _spawn(base, tmp_path, "--grace-seconds", str(grace), "--max-workers", str(workers))
     stop, answered, threads = threading.Event(), [], []
     try:
-        _serving_line(process)
+        serving_line(process)
         predict, _ = _stubs(process.port)
         # The largest request the export allows, 256 rows of 1000 videos, sent by `workers`
         # threads, so every worker runs one when the signal comes.
@@ -377,32 +349,19 @@ def test_shutdown_ends_within_the_grace_period_despite_running_requests(tmp_path
         assert time.monotonic() - start < grace + 5
     finally:
         stop.set()
-        _kill(process)
+        kill(process)
     for thread in threads:
         thread.join(60)
 
 
-def _self_signed(tmp_path):
-    if shutil.which("openssl") is None:
-        pytest.skip("the openssl command is not installed here")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
-
-
 def test_tls_and_the_message_size_limit(version_dir, tmp_path):
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     base = tmp_path / MODEL
     shutil.copytree(version_dir, base / "1")
     process = _spawn(base, tmp_path, "--ssl-cert", str(cert), "--ssl-key", str(key),
                      "--max-message-bytes", "4096")
     try:
-        _serving_line(process)
+        serving_line(process)
         credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
         predict, model = _stubs(process.port, credentials)
         assert predict.Predict(_request(), timeout=60).model_spec.version.value == 1
@@ -414,7 +373,7 @@ def test_tls_and_the_message_size_limit(version_dir, tmp_path):
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert predict.Predict(_request(), timeout=60).model_spec.version.value == 1
     finally:
-        _kill(process)
+        kill(process)
 
 
 def _one_line(capsys):
