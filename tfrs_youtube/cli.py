@@ -635,6 +635,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"the model base path {args.base_path!r} is not a directory "
                          "(export a run into it with `tfrs-youtube export`)")
     from tfrs_youtube.serving import server
+    from tfrs_youtube.serving.batching import batching_flags
 
     try:
         server.serve(
@@ -645,11 +646,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_num_load_retries=args.max_num_load_retries,
             load_retry_interval_seconds=args.load_retry_interval_seconds,
             ssl_cert=args.ssl_cert, ssl_key=args.ssl_key, rest_port=args.rest_port,
-            enable_batching=args.enable_batching,
-            batching_parameters_file=args.batching_parameters_file,
-            max_batch_size=args.max_batch_size, batch_timeout_micros=args.batch_timeout_micros,
-            num_batch_threads=args.num_batch_threads,
-            max_enqueued_batches=args.max_enqueued_batches,
+            **batching_flags(args),
         )
     except (OSError, ValueError, RuntimeError) as error:  # start-up: one line, exit status 2
         print(f"tfrs-youtube serve: error: {' '.join(str(error).split())}", file=sys.stderr)
