@@ -79,7 +79,6 @@ import zlib
 from typing import Any
 
 import grpc
-import tensorflow as tf
 from google.protobuf import json_format
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -92,7 +91,7 @@ from tfrs_youtube.serving.json_tensor import (
     json_from_predict_response,
     predict_request_from_json,
 )
-from tfrs_youtube.serving.servable import RpcStatus
+from tfrs_youtube.serving.servable import RpcStatus, status_of
 
 __all__ = ["RestServer", "HTTP_STATUS", "predict_request_from_json", "json_from_predict_response"]
 
@@ -114,22 +113,6 @@ _STATUS_PATH = re.compile(
 _API_PATH = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
 _LIBEVENT_METHODS = ("GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH")
 _VALUES_PER_ELEMENT, _VALUES_SLACK = 4, 1024
-def _status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The gRPC status of a failure, by the same rules as the gRPC services (server.py)."""
-    if isinstance(error, RpcStatus):
-        return error.code, error.message
-    if isinstance(error, tf.errors.InvalidArgumentError):
-        message = error.message
-        start = message.find("assertion failed: ")
-        return _Code.INVALID_ARGUMENT, message[start:] if start >= 0 else message
-    if isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError)):
-        _LOG.error("Request ran out of memory: %s", type(error).__name__)
-        return (_Code.RESOURCE_EXHAUSTED,
-                f"Out of memory answering the request ({type(error).__name__})")
-    _LOG.error("REST request failed", exc_info=error)
-    return _Code.INTERNAL, f"{type(error).__name__}: {error}"
-
-
 class _Refused(Exception):
     """An answer decided by the HTTP layer: status, message, close the connection or not."""
 
@@ -318,7 +301,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             try:
                 return 200, rest.process(method, path, body)
             except Exception as error:  # one line, without the base path, as over gRPC
-                code, message = _status_of(error)
+                code, message = status_of(error)
                 raise RpcStatus(code, rest.server.client_text(message)) from None
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import pathlib
 from typing import Any, Mapping
@@ -41,7 +42,10 @@ from tfrs_youtube.serving.layout import available_versions
 
 __all__ = [
     "PreparedRequest", "RpcStatus", "Servable", "available_versions", "check_declared_sizes",
+    "status_of",
 ]
+
+_LOG = logging.getLogger("tfrs_youtube.serving")
 
 
 class RpcStatus(Exception):
@@ -52,6 +56,28 @@ class RpcStatus(Exception):
         self.code = code
         self.message = message
 
+
+
+def status_of(error: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status a request's failure is answered with, over gRPC and REST alike.
+
+    `RpcStatus` as raised; a graph `InvalidArgumentError` (a failed limit check) is
+    INVALID_ARGUMENT led by what failed; running out of memory is RESOURCE_EXHAUSTED; anything
+    else is INTERNAL, logged with its traceback. The message is not yet fit for a client
+    (`ModelServer.client_text` removes the base path).
+    """
+    if isinstance(error, RpcStatus):
+        return error.code, error.message
+    if isinstance(error, tf.errors.InvalidArgumentError):
+        message = error.message
+        start = message.find("assertion failed: ")
+        return grpc.StatusCode.INVALID_ARGUMENT, message[start:] if start >= 0 else message
+    if isinstance(error, (tf.errors.ResourceExhaustedError, MemoryError)):
+        _LOG.error("Request ran out of memory: %s", type(error).__name__)
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"Out of memory answering the request ({type(error).__name__})")
+    _LOG.error("Request failed", exc_info=error)
+    return grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
 
 def _shape_text(shape: Any) -> str:
     if shape.unknown_rank:

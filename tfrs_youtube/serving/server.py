@@ -76,7 +76,6 @@ from concurrent import futures
 from typing import Any, Callable, Sequence
 
 import grpc
-import tensorflow as tf
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -90,7 +89,7 @@ from tfrs_youtube.serving.batching import (
     batching_options,
 )
 from tfrs_youtube.serving.layout import version_dirs
-from tfrs_youtube.serving.servable import RpcStatus, Servable
+from tfrs_youtube.serving.servable import RpcStatus, Servable, status_of
 
 __all__ = [
     "ModelServer", "serve", "main", "DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_MAX_REQUEST_ELEMENTS",
@@ -553,14 +552,6 @@ def _identity(path: pathlib.Path) -> Any:
         return None
 
 
-def _graph_message(message: str) -> str:
-    """Leads a graph assertion's message with what failed, on one line."""
-    start = message.find("assertion failed: ")
-    if start >= 0:
-        message = message[start:]
-    return " ".join(message.split())
-
-
 def _answer(
     server: ModelServer,
     context: grpc.ServicerContext,
@@ -570,17 +561,8 @@ def _answer(
     """Runs a handler; maps failures to gRPC statuses so the server keeps serving."""
     try:
         return handler(request)
-    except RpcStatus as error:
-        code, message = error.code, error.message
-    except tf.errors.InvalidArgumentError as error:
-        code, message = grpc.StatusCode.INVALID_ARGUMENT, _graph_message(error.message)
-    except (tf.errors.ResourceExhaustedError, MemoryError) as error:
-        _LOG.error("Request ran out of memory: %s", type(error).__name__)
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED
-        message = f"Out of memory answering the request ({type(error).__name__})"
-    except Exception as error:
-        _LOG.exception("Request failed")
-        code, message = grpc.StatusCode.INTERNAL, f"{type(error).__name__}: {error}"
+    except Exception as error:  # one line, without the base path (client_text)
+        code, message = status_of(error)
     context.abort(code, server.client_text(message))
 
 
